@@ -1,0 +1,72 @@
+"""The current trace, kept in a ContextVar, and helpers to carry it.
+
+The variable holds an immutable frame (profiler, span id, parent frame), so a
+task or thread that inherits or receives it can open its own child spans
+without disturbing the frame of the code it came from.  asyncio tasks copy
+the context when they are created; plain threads, executors and eventlet
+greenthreads start clean, and the helpers below carry the trace on purpose.
+"""
+
+import contextlib
+import contextvars
+import functools
+
+current = contextvars.ContextVar("stacktrail_frame", default=None)
+
+
+class Frame:
+    """One open span: ``span_id`` under ``parent``, within ``profiler``."""
+
+    __slots__ = ("profiler", "span_id", "parent", "name")
+
+    def __init__(self, profiler, span_id, parent, name):
+        self.profiler = profiler
+        self.span_id = span_id
+        self.parent = parent
+        self.name = name
+
+
+def capture():
+    """A token for the current trace position (None when not tracing)."""
+    return current.get()
+
+
+@contextlib.contextmanager
+def restored(token):
+    """Run a block inside the captured trace position, then put back."""
+    reset = current.set(token)
+    try:
+        yield
+    finally:
+        current.reset(reset)
+
+
+def wrap(fn):
+    """``fn`` bound to the trace position of the caller of ``wrap``."""
+    token = capture()
+
+    @functools.wraps(fn)
+    def carried(*args, **kwargs):
+        with restored(token):
+            return fn(*args, **kwargs)
+    return carried
+
+
+def submit(executor, fn, *args, **kwargs):
+    """``executor.submit`` that runs ``fn`` inside the current trace."""
+    return executor.submit(wrap(fn), *args, **kwargs)
+
+
+def spawn_thread(target, *args, **kwargs):
+    """Start a daemon thread running ``target`` inside the current trace."""
+    import threading
+    thread = threading.Thread(target=wrap(target), args=args, kwargs=kwargs,
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def green_spawn(fn, *args, **kwargs):
+    """``eventlet.spawn`` that runs ``fn`` inside the current trace."""
+    import eventlet
+    return eventlet.spawn(wrap(fn), *args, **kwargs)

@@ -1,0 +1,74 @@
+"""Trace and span ids: random integers on the request path, UUIDs on disk.
+
+A span id is a 128-bit integer shaped like a version 4 UUID.  Its low 64 bits
+are its W3C span-id and a base id is a W3C trace-id, so one trace reads the
+same in osprofiler's format and in W3C Trace Context / OTLP.
+"""
+
+import hashlib
+import random
+
+_getrandbits = random.getrandbits
+_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_SET = (0x4000 << 64) | (0x8000 << 48)
+LOW64 = (1 << 64) - 1
+
+
+def new_id():
+    """A fresh random id (an int shaped as a version 4 UUID)."""
+    return _getrandbits(128) & _CLEAR | _SET
+
+
+def to_uuid(value):
+    """Format an id as the dashed UUID text osprofiler uses."""
+    if type(value) is not int:
+        return value
+    h = "%032x" % value
+    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
+def to_int(value):
+    """Parse an id written as a UUID (or any text) back to 128 bits.
+
+    Text that is not a UUID, which osprofiler tolerates, is hashed so that it
+    still maps to a stable W3C id.
+    """
+    if type(value) is int:
+        return value
+    text = str(value)
+    try:
+        number = int(text.replace("-", ""), 16)
+    except ValueError:
+        number = -1
+    if len(text.replace("-", "")) != 32 or number <= 0:
+        number = int.from_bytes(hashlib.sha1(text.encode()).digest()[:16],
+                                "big")
+    return number
+
+
+def is_uuid(text):
+    """True for dashed or plain 32-digit hex text that is not all zeros."""
+    if not isinstance(text, str):
+        return False
+    plain = text.replace("-", "") if len(text) == 36 else text
+    if len(plain) != 32:
+        return False
+    try:
+        return int(plain, 16) != 0
+    except ValueError:
+        return False
+
+
+def trace_id_hex(base_id):
+    """W3C trace-id (32 lower-case hex digits) of a base id."""
+    return "%032x" % to_int(base_id)
+
+
+def span_id_hex(span_id):
+    """W3C span-id (16 lower-case hex digits): the low 64 bits of the id."""
+    return "%016x" % (to_int(span_id) & LOW64)
+
+
+def from_w3c_span(trace_id, span_id):
+    """The id whose low 64 bits are a W3C span-id, high bits from its trace."""
+    return (int(trace_id, 16) & ~LOW64) | int(span_id, 16)

@@ -1,0 +1,51 @@
+"""Trace points: the raw record made on the request path and its message.
+
+The request thread builds only a tuple of ints, the point name and its info
+dict::
+
+    (name, phase, base_id, parent_id, trace_id, time_ns, info)
+
+``phase`` is START or STOP; the ids are ints from ``common.ids`` (or text
+when a peer sent a non-UUID id).  ``to_message`` turns it, off the request
+path, into osprofiler's notification dict.
+"""
+
+import socket
+
+from stacktrail.common import clock
+from stacktrail.common import ids
+
+START = 0
+STOP = 1
+SUFFIX = ("-start", "-stop")
+HOST = socket.gethostname()
+
+
+def to_message(point, host=HOST, project=None, service=None):
+    """osprofiler's message for a point; stores pass project and service."""
+    name, phase, base_id, parent_id, trace_id, ns, info = point
+    info = dict(info) if info else {}
+    info.setdefault("host", host)
+    message = {
+        "name": name + SUFFIX[phase],
+        "base_id": ids.to_uuid(base_id),
+        "trace_id": ids.to_uuid(trace_id),
+        "parent_id": ids.to_uuid(parent_id),
+        "timestamp": clock.format_timestamp(ns),
+        "info": info,
+    }
+    if project is not None:
+        message["project"] = project
+    if service is not None:
+        message["service"] = service
+    return message
+
+
+def from_message(message):
+    """The raw point of an osprofiler message (inverse of ``to_message``)."""
+    full = message["name"]
+    phase = STOP if full.endswith("-stop") else START
+    name = full[: -len(SUFFIX[phase])] if full.endswith(SUFFIX[phase]) else full
+    return (name, phase, message["base_id"], message["parent_id"],
+            message["trace_id"], clock.parse_timestamp(message["timestamp"]),
+            message.get("info") or {})

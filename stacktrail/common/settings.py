@@ -1,0 +1,61 @@
+"""The live ``[profiler]`` values the request path reads.
+
+Reading an oslo.config attribute costs microseconds, so the values are
+copied once into a plain object; ``load`` builds a new one on start and on
+every config reload (SIGHUP) and swaps it in with one assignment.
+"""
+
+from stacktrail.common import sampling
+from stacktrail.common import signing
+
+FLAGS = ("trace_wsgi", "trace_rpc", "trace_sqlalchemy", "trace_requests",
+         "trace_redis", "trace_mongodb", "trace_pooling", "trace_drivers")
+
+
+class Settings:
+    enabled = True
+    validation_keys = ()
+    signing_key = None
+    propagation = ("osprofiler", "w3c")
+    sampling_rate = 0.0
+    trust_traceparent = False
+    show_sql_parameters = False
+    allow_insecure_hmac_keys = False
+
+    def __init__(self, max_triggered=100.0):
+        self.limiter = sampling.RateLimiter(max_triggered)
+        self.flags = {name: False for name in FLAGS}
+        self.flags.update(trace_wsgi=True, trace_rpc=True,
+                          trace_drivers=True)
+
+    def set_keys(self, hmac_keys):
+        """Keys that validate incoming headers and the key that signs."""
+        self.validation_keys = tuple(signing.usable_keys(
+            hmac_keys, self.allow_insecure_hmac_keys))
+        self.signing_key = (self.validation_keys[0]
+                            if self.validation_keys else None)
+
+
+def from_conf(conf):
+    group = conf.profiler
+    new = Settings(group.max_triggered_traces_per_second)
+    new.enabled = group.enabled
+    new.propagation = tuple(group.propagation)
+    new.sampling_rate = group.sampling_rate
+    new.trust_traceparent = group.trust_traceparent
+    new.show_sql_parameters = group.show_sql_parameters
+    new.allow_insecure_hmac_keys = group.allow_insecure_hmac_keys
+    new.set_keys(group.hmac_keys)
+    new.flags = {name: bool(group.enabled and getattr(group, name))
+                 for name in FLAGS}
+    return new
+
+
+current = Settings()
+
+
+def load(conf):
+    """Replace the live settings with the values of ``conf``."""
+    global current
+    current = from_conf(conf)
+    return current

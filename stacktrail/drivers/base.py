@@ -1,0 +1,138 @@
+"""Driver base class and lookup by connection-string scheme.
+
+Drivers are stevedore plugins in the ``stacktrail.drivers`` namespace, one
+entry point per scheme, so a third party adds a store by packaging one.
+Only the driver that is asked for is imported.
+
+The write side receives batches from the background flusher
+(``write_points``: raw points; formatting happens here, off the request
+thread).  The read side is osprofiler's: ``get_report``, ``list_traces``,
+``list_error_traces``.
+"""
+
+import json
+import urllib.parse
+
+from stacktrail.common import points
+
+NAMESPACE = "stacktrail.drivers"
+
+
+class DriverError(ValueError):
+    """A connection string or store that cannot be used, said in one line."""
+
+
+def to_json(message):
+    """Compact JSON of a message; values JSON cannot hold become text.
+
+    ``info`` comes from service code and may hold any object: a trace point
+    is never lost because one value is not serialisable.
+    """
+    return json.dumps(message, separators=(",", ":"), default=str)
+
+
+def scheme_of(connection_string):
+    if not isinstance(connection_string, str) or "://" not in connection_string:
+        raise DriverError("bad connection string %r: expected scheme://..."
+                          % (connection_string,))
+    return connection_string.split("://", 1)[0].lower()
+
+
+def get_driver(connection_string, *args, **kwargs):
+    """Instantiate the driver registered for the connection string's scheme."""
+    from stevedore import driver as sd_driver
+    from stevedore import exception as sd_exc
+
+    scheme = scheme_of(connection_string)
+    try:
+        manager = sd_driver.DriverManager(NAMESPACE, scheme,
+                                          invoke_on_load=False)
+    except sd_exc.NoMatches:
+        raise DriverError("unknown connection string scheme %r in %r"
+                          % (scheme, connection_string)) from None
+    return manager.driver(connection_string, *args, **kwargs)
+
+
+class Driver:
+    """A trace store or exporter.
+
+    ``project``, ``service`` and ``host`` describe the process writing; the
+    flusher calls ``write_points`` with batches, and subclasses override
+    ``write_messages`` to store a batch in one round trip.
+    """
+
+    def __init__(self, connection_str, project=None, service=None, host=None,
+                 conf=None, **kwargs):
+        self.connection_str = connection_str
+        self.project = project
+        self.service = service
+        self.host = host or points.HOST
+        self.conf = conf
+        self.url = urllib.parse.urlsplit(connection_str)
+
+    @classmethod
+    def get_name(cls):
+        return cls.__module__.rsplit(".", 1)[-1]
+
+    # write side
+
+    def make_sink(self):
+        """The sink the notifier installs: a bounded buffer and a flusher."""
+        from stacktrail.common import buffer
+        return buffer.BufferedSink(self)
+
+    def write_points(self, batch):
+        """Format a batch of raw points and store it."""
+        self.write_messages([
+            points.to_message(p, self.host, self.project, self.service)
+            for p in batch])
+
+    def format_points(self, batch):
+        """osprofiler messages of a batch, ``project``/``service`` always set.
+
+        osprofiler's readers index those keys unconditionally, so a store it
+        must read carries them even when they are None.
+        """
+        project, service, host = self.project, self.service, self.host
+        messages = []
+        for point in batch:
+            message = points.to_message(point, host, project, service)
+            message.setdefault("project", project)
+            message.setdefault("service", service)
+            messages.append(message)
+        return messages
+
+    def write_messages(self, messages):
+        for message in messages:
+            self.notify(message)
+
+    def notify(self, info, **kwargs):
+        """Store one formatted message (osprofiler's driver interface)."""
+        raise NotImplementedError
+
+    def close(self):
+        """Release connections; called at interpreter exit and after use."""
+
+    def after_fork(self):
+        """In a forked child: drop connections inherited from the parent.
+
+        Called by the buffer's at-fork hook before the child writes; a
+        socket shared by two processes interleaves their requests.
+        """
+
+    # read side
+
+    def get_messages(self, base_id):
+        """Every message of one trace, in any order."""
+        raise NotImplementedError
+
+    def get_report(self, base_id):
+        """osprofiler's report structure, with our additions."""
+        from stacktrail.report import tree
+        return tree.build(self.get_messages(base_id))
+
+    def list_traces(self, fields=None):
+        raise NotImplementedError
+
+    def list_error_traces(self):
+        raise NotImplementedError

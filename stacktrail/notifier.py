@@ -1,0 +1,75 @@
+"""Where trace points go (osprofiler's ``notifier`` API).
+
+``set`` installs either a sink (``common.sink``: the request path hands it
+raw points, formatting happens off the request thread) or a plain callable,
+which keeps osprofiler's synchronous semantics: it receives each formatted
+message dict at once.
+"""
+
+import logging
+
+from stacktrail.common import sink as _sink
+
+LOG = logging.getLogger(__name__)
+
+_notifier = _sink.NoopSink()
+_put = _notifier.put
+_cache = {}
+
+
+def set(notifier):  # noqa: A001 - osprofiler's name
+    """Install ``notifier``: a Sink, or a callable taking a message dict."""
+    global _notifier, _put
+    target = notifier if isinstance(notifier, _sink.Sink) \
+        else _sink.CallableSink(notifier)
+    _notifier = notifier
+    _put = target.put
+
+
+def get():
+    """The notifier installed with ``set``."""
+    return _notifier
+
+
+def notify(info):
+    """Pass one formatted message to the installed notifier."""
+    _notifier(info)
+
+
+def create(connection_string, *args, **kwargs):
+    """A sink for a connection string (or ``connection_string`` itself
+    when it is already a callable).
+
+    A string that cannot be used (unknown scheme, store unreachable at
+    start, bad option) logs one line and gives a no-op sink: the service
+    keeps running untraced.
+    """
+    if callable(connection_string):
+        return connection_string
+    if connection_string not in _cache:
+        _cache[connection_string] = _make_sink(connection_string, args,
+                                               kwargs)
+    return _cache[connection_string]
+
+
+def _make_sink(connection_string, args, kwargs):
+    from stacktrail.drivers import base
+    try:
+        driver = base.get_driver(connection_string, *args, **kwargs)
+        made = driver.make_sink()
+    except Exception as exc:
+        LOG.error("stacktrail: tracing disabled, cannot use connection "
+                  "string %r: %s", _safe(connection_string), exc)
+        return _sink.NoopSink()
+    LOG.info("stacktrail: trace points go to %s", _safe(connection_string))
+    return made
+
+
+def _safe(connection_string):
+    """The connection string with any password masked, for logs."""
+    import re
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(connection_string))
+
+
+def clear_notifier_cache():
+    _cache.clear()

@@ -1,0 +1,189 @@
+"""The ``[profiler]`` option group.
+
+osprofiler registers options of the same names in the same group (Zaqar,
+Nova and Cinder all load it).  oslo.config refuses a second, different
+definition of a name, so the options osprofiler also defines compare equal
+to osprofiler's option of that name and type: whichever library registers
+first owns the option and the other's registration is a no-op, in either
+order, and a config file written for osprofiler keeps its meaning.
+"""
+
+from oslo_config import cfg
+
+GROUP = cfg.OptGroup(
+    "profiler", title="Request tracing (stacktrail, osprofiler-compatible)",
+    help="Trace requests across services; see the stacktrail README.")
+
+
+class _SharedWithOsprofiler:
+    """Equal to any option of the same name and kind (osprofiler's twin).
+
+    Being a subclass of the oslo.config type makes Python try our ``__ne__``
+    first even when osprofiler's option is the left operand.
+    """
+
+    def __eq__(self, other):
+        return (isinstance(other, cfg.Opt) and other.name == self.name
+                and _kind(other) is _kind(self))
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    __hash__ = cfg.Opt.__hash__
+
+
+def _kind(opt):
+    """The oslo.config class of an option (BoolOpt, StrOpt, ...)."""
+    return next(k for k in type(opt).__mro__ if k.__module__ == cfg.__name__)
+
+
+def _shared(kind):
+    return type("Shared" + kind.__name__, (_SharedWithOsprofiler, kind), {})
+
+
+SharedBoolOpt = _shared(cfg.BoolOpt)
+SharedStrOpt = _shared(cfg.StrOpt)
+SharedIntOpt = _shared(cfg.IntOpt)
+SharedFloatOpt = _shared(cfg.FloatOpt)
+
+# Names osprofiler 4.x also defines: same names and types, our own words.
+OSPROFILER_OPTS = [
+    SharedBoolOpt("enabled", default=False, mutable=True,
+                  deprecated_name="profiler_enabled",
+                  help="Switch tracing on for the services on this node. "
+                       "Off, a trace started elsewhere has no part from "
+                       "this service."),
+    SharedBoolOpt("trace_sqlalchemy", default=False, mutable=True,
+                  help="Add a span for every SQL statement (noisy; "
+                       "parameters are hidden unless show_sql_parameters)."),
+    SharedBoolOpt("trace_requests", default=False, mutable=True,
+                  help="Add an http span for every call made with requests "
+                       "or keystoneauth1 and pass the trace to the callee."),
+    SharedStrOpt("hmac_keys", secret=True, mutable=True,
+                 help="Comma-separated secret keys. A request whose trace "
+                      "header is signed with one of them is traced; the "
+                      "first key signs traces started here. Keys that look "
+                      "like defaults (SECRET_KEY) are refused unless "
+                      "allow_insecure_hmac_keys is set."),
+    SharedStrOpt("connection_string", default="messaging://",
+                 help="Where trace points go: agent:///path.sock (the "
+                      "per-node agent), redis://, redissentinel://, "
+                      "mongodb://, postgresql://, mysql+pymysql://, "
+                      "sqlite:///, file:///path, messaging://, otlp://, "
+                      "or noop://."),
+    SharedStrOpt("es_doc_type", default="notification",
+                 help="Accepted for osprofiler configs; unused here."),
+    SharedStrOpt("es_scroll_time", default="2m",
+                 help="Accepted for osprofiler configs; unused here."),
+    SharedIntOpt("es_scroll_size", default=10000,
+                 help="Accepted for osprofiler configs; unused here."),
+    SharedFloatOpt("socket_timeout", default=0.1,
+                   help="Socket timeout in seconds for Redis Sentinel "
+                        "connections."),
+    SharedStrOpt("sentinel_service_name", default="mymaster",
+                 help="Name of the Redis master the sentinels watch."),
+    SharedBoolOpt("filter_error_trace", default=False,
+                  help="Also index traces with an error apart, so "
+                       "'trace list --error-trace' finds them quickly."),
+]
+
+STACKTRAIL_OPTS = [
+    cfg.BoolOpt("trace_wsgi", default=True, mutable=True,
+                help="Trace incoming HTTP requests (the WSGI filter)."),
+    cfg.BoolOpt("trace_rpc", default=True, mutable=True,
+                help="Trace oslo.messaging calls, casts and notifications "
+                     "and carry the trace to the server."),
+    cfg.BoolOpt("trace_redis", default=False, mutable=True,
+                help="Add a span for every Redis command (no values)."),
+    cfg.BoolOpt("trace_mongodb", default=False, mutable=True,
+                help="Add a span for every MongoDB command (no documents)."),
+    cfg.BoolOpt("trace_pooling", default=False, mutable=True,
+                help="Trace pool checkouts and pool selection."),
+    cfg.BoolOpt("trace_drivers", default=True, mutable=True,
+                help="Trace calls into storage and backend driver objects."),
+    cfg.BoolOpt("show_sql_parameters", default=False, mutable=True,
+                help="Record SQL parameters with statements. They may hold "
+                     "secrets; leave off outside a test cloud."),
+    cfg.FloatOpt("sampling_rate", default=0.0, min=0.0, max=1.0,
+                 mutable=True,
+                 help="Fraction of untriggered requests traced by this "
+                      "service (head sampling for always-on tracing)."),
+    cfg.FloatOpt("max_triggered_traces_per_second", default=100.0, min=0.0,
+                 mutable=True,
+                 help="Per-process limit on traces started by a signed "
+                      "header or a trusted traceparent; 0 means no limit."),
+    cfg.BoolOpt("trust_traceparent", default=False, mutable=True,
+                help="Continue a sampled W3C traceparent from an "
+                     "OpenTelemetry client. Off, an unsigned traceparent "
+                     "never starts a trace, but a sampled-here trace joins "
+                     "the caller's trace id."),
+    cfg.ListOpt("propagation", default=["osprofiler", "w3c"],
+                item_type=cfg.types.String(choices=["osprofiler", "w3c"]),
+                mutable=True,
+                help="Headers written on outgoing calls: osprofiler "
+                     "(X-Trace-Info/X-Trace-HMAC), w3c (traceparent)."),
+    cfg.BoolOpt("allow_insecure_hmac_keys", default=False, mutable=True,
+                help="Accept default-looking HMAC keys such as SECRET_KEY "
+                     "(test clouds only)."),
+    cfg.IntOpt("retention", default=0, min=0,
+               help="Seconds a store keeps a trace (Redis TTL, MongoDB TTL "
+                    "index); 0 keeps traces until removed."),
+    cfg.IntOpt("buffer_size", default=10000, min=1,
+               help="Trace points held in memory for the background "
+                    "flusher; when full, points are dropped and counted."),
+]
+
+ALL_OPTS = OSPROFILER_OPTS + STACKTRAIL_OPTS
+
+
+def register_opts(conf):
+    """Register the group on ``conf`` (idempotent, osprofiler-tolerant)."""
+    conf.register_group(GROUP)
+    conf.register_opts(ALL_OPTS, group=GROUP)
+
+
+def set_defaults(conf, **defaults):
+    """Register the options and change the defaults of those given.
+
+    Accepts osprofiler's keywords (enabled, trace_sqlalchemy, hmac_keys,
+    connection_string, es_*, socket_timeout, sentinel_service_name) and
+    any stacktrail option name; None leaves a default alone.
+    """
+    register_opts(conf)
+    for name, value in defaults.items():
+        if value is not None:
+            conf.set_default(name, value, group=GROUP.name)
+
+
+def list_opts():
+    """For ``oslo-config-generator --namespace stacktrail``."""
+    return [(GROUP, ALL_OPTS)]
+
+
+def _conf(conf):
+    if conf is None:
+        conf = cfg.CONF
+    register_opts(conf)
+    return conf
+
+
+def is_trace_enabled(conf=None):
+    return bool(_conf(conf).profiler.enabled)
+
+
+def is_db_trace_enabled(conf=None):
+    group = _conf(conf).profiler
+    return bool(group.enabled and group.trace_sqlalchemy)
+
+
+def enable_web_trace(conf=None):
+    from stacktrail import web
+    group = _conf(conf).profiler
+    if group.enabled:
+        web.enable(group.hmac_keys)
+
+
+def disable_web_trace(conf=None):
+    from stacktrail import web
+    if _conf(conf).profiler.enabled:
+        web.disable()

@@ -1,0 +1,305 @@
+"""The osprofiler-compatible tracing API.
+
+Same names, signatures and meaning as ``osprofiler.profiler`` 4.x; code
+switches by changing its import.  What differs is underneath: the current
+trace lives in a ContextVar (``common.context``), so asyncio tasks and
+threads never see each other's trace, and a trace point costs a clock read,
+an integer id and a hand-off to the notifier's sink.  Formatting happens
+later, off the request thread.
+
+When no trace is active every entry point returns after one context lookup.
+"""
+
+import functools
+
+from stacktrail import notifier as _notifier
+from stacktrail.common import context as _context
+from stacktrail.common import ids as _ids
+from stacktrail.common import points as _points
+from stacktrail.common.clock import now_ns as _now_ns
+
+_current = _context.current
+_Frame = _context.Frame
+_new_id = _ids.new_id
+START = _points.START
+STOP = _points.STOP
+
+
+class _Profiler:
+    """One trace: its base id, signing key and W3C tracestate.
+
+    The span stack is not kept here but in the context, so the same trace
+    can be open in several tasks at once.
+    """
+
+    def __init__(self, hmac_key, base_id=None, parent_id=None,
+                 tracestate=None):
+        self.hmac_key = hmac_key
+        self.base_id = _internal_id(base_id) if base_id else _new_id()
+        self.root = _Frame(self, self.base_id, None, None)
+        self.tracestate = tracestate
+        self._base_text = None
+        if parent_id:
+            self.root = _Frame(self, _internal_id(parent_id), self.root, None)
+
+    def get_base_id(self):
+        if self._base_text is None:
+            self._base_text = _ids.to_uuid(self.base_id)
+        return self._base_text
+
+    def _frame(self):
+        frame = _current.get()
+        return frame if frame is not None and frame.profiler is self \
+            else self.root
+
+    def get_parent_id(self):
+        frame = self._frame()
+        return _ids.to_uuid((frame.parent or frame).span_id)
+
+    def get_id(self):
+        return _ids.to_uuid(self._frame().span_id)
+
+    def get_shorten_id(self, uuid_id):
+        """The 64-bit id OpenTracing-era drivers used: the W3C span id."""
+        return _ids.span_id_hex(uuid_id).lstrip("0") or "0"
+
+    def start(self, name, info=None):
+        start(name, info)
+
+    def stop(self, info=None):
+        stop(info)
+
+
+def _internal_id(value):
+    """Ints for canonical UUID text; other text is kept as the peer sent it."""
+    if type(value) is int:
+        return value
+    if _ids.is_uuid(value) and value == _ids.to_uuid(_ids.to_int(value)):
+        return _ids.to_int(value)
+    return value
+
+
+def init(hmac_key, base_id=None, parent_id=None):
+    """Start a trace in the current context and return its profiler.
+
+    Unlike osprofiler, a second ``init`` always starts afresh: a worker
+    reused for another request never continues the previous one's trace.
+    """
+    profiler = _Profiler(hmac_key, base_id=base_id, parent_id=parent_id)
+    _current.set(profiler.root)
+    return profiler
+
+
+def get():
+    """The active trace's profiler, or None."""
+    frame = _current.get()
+    return frame.profiler if frame is not None else None
+
+
+def clean():
+    """Forget the trace of the current context."""
+    _current.set(None)
+
+
+def start(name, info=None):
+    """Open a span named ``name``; ``info`` is copied, never kept or changed."""
+    frame = _current.get()
+    if frame is None:
+        return
+    span = _Frame(frame.profiler, _new_id(), frame, name)
+    _current.set(span)
+    _notifier._put((name, START, frame.profiler.base_id, frame.span_id,
+                    span.span_id, _now_ns(), dict(info) if info else None))
+
+
+def stop(info=None):
+    """Close the innermost open span; harmless when none is open."""
+    frame = _current.get()
+    if frame is None or frame.name is None:
+        return
+    _current.set(frame.parent)
+    _notifier._put((frame.name, STOP, frame.profiler.base_id,
+                    frame.parent.span_id, frame.span_id, _now_ns(),
+                    dict(info) if info else None))
+
+
+def _class_name(cls):
+    module = cls.__module__
+    if module in (None, "builtins", "exceptions"):
+        return cls.__qualname__
+    return "%s.%s" % (module, cls.__qualname__)
+
+
+def error_info(exc):
+    """The stop info recorded for an exception."""
+    return {"etype": _class_name(type(exc)), "message": str(exc)}
+
+
+def _callable_name(fn):
+    owner = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "")
+    return "%s.%s" % (owner, name) if owner else name
+
+
+def _is_coroutine_function(fn):
+    code = getattr(fn, "__code__", None)
+    return bool(code and code.co_flags & 0x80)  # CO_COROUTINE
+
+
+def _mark_traced(fn, allow_multiple_trace):
+    times = getattr(fn, "__traced__", 0)
+    if times and not allow_multiple_trace:
+        raise ValueError("Function '%s' has already been traced %d times"
+                         % (fn, times))
+    try:
+        fn.__traced__ = times + 1
+    except AttributeError:
+        pass
+
+
+def trace(name, info=None, hide_args=False, hide_result=True,
+          allow_multiple_trace=True):
+    """Decorator: every call of the function is a span named ``name``."""
+    base_info = dict(info) if info else {}
+
+    def decorator(fn):
+        _mark_traced(fn, allow_multiple_trace)
+        fn_name = _callable_name(fn)
+
+        def start_info(args, kwargs):
+            function = {"name": fn_name}
+            if not hide_args:
+                function["args"] = str(args)
+                function["kwargs"] = str(kwargs)
+            return dict(base_info, function=function)
+
+        def stop_info(result):
+            return None if hide_result else {
+                "function": {"result": repr(result)}}
+
+        if _is_coroutine_function(fn):
+            @functools.wraps(fn)
+            async def async_wrapper(*args, **kwargs):
+                if _current.get() is None:
+                    return await fn(*args, **kwargs)
+                start(name, start_info(args, kwargs))
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    stop(error_info(exc))
+                    raise
+                stop(stop_info(result))
+                return result
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if _current.get() is None:
+                return fn(*args, **kwargs)
+            start(name, start_info(args, kwargs))
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                stop(error_info(exc))
+                raise
+            stop(stop_info(result))
+            return result
+        return wrapper
+
+    return decorator
+
+
+def _traceable(name, attr, trace_private, trace_static, trace_class):
+    """(trace it?, re-wrapper) for one class attribute, as osprofiler."""
+    if name.startswith("__"):
+        return False, None
+    if name.startswith("_") and not trace_private:
+        return False, None
+    if isinstance(attr, staticmethod):
+        return trace_static, staticmethod
+    if isinstance(attr, classmethod):
+        return trace_class, classmethod
+    return True, None
+
+
+def _raw_attr(cls, name):
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    return None
+
+
+def trace_cls(name, info=None, hide_args=False, hide_result=True,
+              trace_private=False, allow_multiple_trace=True,
+              trace_class_methods=False, trace_static_methods=False):
+    """Class decorator: trace every public method (see osprofiler)."""
+    import inspect
+
+    def decorator(cls):
+        klass = cls if inspect.isclass(cls) else type(cls)
+        chosen = []
+        for attr_name, attr in inspect.getmembers(cls):
+            if not (inspect.ismethod(attr) or inspect.isfunction(attr)):
+                continue
+            ok, rewrap = _traceable(attr_name, _raw_attr(klass, attr_name),
+                                    trace_private, trace_static_methods,
+                                    trace_class_methods)
+            if ok:
+                chosen.append((attr_name, attr, rewrap))
+        if not allow_multiple_trace:
+            for attr_name, attr, _ in chosen:
+                if getattr(attr, "__traced__", 0):
+                    raise ValueError("Can not apply new trace on top of "
+                                     "previously traced attribute '%s'"
+                                     % attr_name)
+        for attr_name, attr, rewrap in chosen:
+            traced = trace(name, info=info, hide_args=hide_args,
+                           hide_result=hide_result)(attr)
+            setattr(cls, attr_name, rewrap(traced) if rewrap else traced)
+        return cls
+
+    return decorator
+
+
+class TracedMeta(type):
+    """Metaclass tracing the methods a class defines, per ``__trace_args__``.
+
+    ``__trace_args__`` needs ``name``; it also takes ``info``, ``hide_args``,
+    ``hide_result``, ``trace_private`` and ``allow_multiple_trace``.
+    """
+
+    def __init__(cls, cls_name, bases, attrs):
+        super().__init__(cls_name, bases, attrs)
+        trace_args = dict(getattr(cls, "__trace_args__", {}))
+        trace_private = trace_args.pop("trace_private", False)
+        allow_multiple = trace_args.pop("allow_multiple_trace", True)
+        if "name" not in trace_args:
+            raise TypeError("Please specify __trace_args__ class level "
+                            "dictionary attribute with mandatory 'name' key "
+                            "- e.g. __trace_args__ = {'name': 'rpc'}")
+        import inspect
+        for attr_name, value in attrs.items():
+            if not (inspect.ismethod(value) or inspect.isfunction(value)):
+                continue
+            if not _traceable(attr_name, value, trace_private, False,
+                              False)[0]:
+                continue
+            if not allow_multiple and getattr(value, "__traced__", 0):
+                raise ValueError("Can not apply new trace on top of "
+                                 "previously traced attribute '%s'"
+                                 % attr_name)
+            setattr(cls, attr_name, trace(**trace_args)(value))
+
+
+class Trace:
+    """``with Trace(name, info):`` is a span around the block."""
+
+    def __init__(self, name, info=None):
+        self._name = name
+        self._info = info
+
+    def __enter__(self):
+        start(self._name, info=self._info)
+
+    def __exit__(self, etype, value, traceback):
+        stop(error_info(value) if value is not None else None)

@@ -1,0 +1,186 @@
+"""The WSGI filter and the trace headers (osprofiler's ``web`` API).
+
+A request is traced only when ``propagation.start_from_headers`` says so.
+The traced request runs in a copy of the caller's context, body iteration
+included, so its trace can never leak into the next request the worker
+serves, and the ``wsgi`` span closes only after the body was sent.
+"""
+
+import contextvars
+import logging
+import urllib.parse
+
+from stacktrail import profiler
+from stacktrail.common import propagation
+from stacktrail.common import settings
+from stacktrail.common import signing
+
+LOG = logging.getLogger(__name__)
+
+X_TRACE_INFO = propagation.X_TRACE_INFO
+X_TRACE_HMAC = propagation.X_TRACE_HMAC
+
+_ENABLED = None
+_HMAC_KEYS = None
+_SENSITIVE = ("token", "password", "passwd", "secret", "key", "auth",
+              "signature", "credential")
+_TRUE = ("1", "true", "yes", "on")
+
+
+def get_trace_id_headers():
+    """Headers that carry the current trace ({} when not tracing)."""
+    return propagation.outgoing_headers()
+
+
+def enable(hmac_keys=None):
+    """Switch every WsgiMiddleware on, validating with ``hmac_keys``."""
+    global _ENABLED, _HMAC_KEYS
+    _ENABLED = True
+    _HMAC_KEYS = signing.usable_keys(
+        hmac_keys, settings.current.allow_insecure_hmac_keys)
+
+
+def disable():
+    """Switch every WsgiMiddleware off (oslo.config's ``enabled = false``)."""
+    global _ENABLED
+    _ENABLED = False
+
+
+def _as_bool(value):
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE
+    return bool(value)
+
+
+def redact_query(query):
+    """The query string with the values of secret-looking names hidden."""
+    if not query:
+        return query
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    return urllib.parse.urlencode(
+        [(k, "***" if any(s in k.lower() for s in _SENSITIVE) else v)
+         for k, v in pairs], safe="*")
+
+
+def request_info(environ):
+    host = environ.get("HTTP_HOST") or "%s:%s" % (
+        environ.get("SERVER_NAME", ""), environ.get("SERVER_PORT", ""))
+    return {"request": {
+        "method": environ.get("REQUEST_METHOD", ""),
+        "path": environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+        "query": redact_query(environ.get("QUERY_STRING", "")),
+        "scheme": environ.get("wsgi.url_scheme", ""),
+        "host": host,
+    }}
+
+
+class WsgiMiddleware:
+    """Traces requests that carry a valid trigger; serves every request."""
+
+    def __init__(self, application, hmac_keys=None, enabled=False, **kwargs):
+        self.application = application
+        self.name = "wsgi"
+        self.enabled = _as_bool(enabled)
+        allow = _as_bool(kwargs.get("allow_insecure_hmac_keys", False)) or \
+            settings.current.allow_insecure_hmac_keys
+        self.hmac_keys = signing.usable_keys(hmac_keys, allow)
+
+    @classmethod
+    def factory(cls, global_conf, **local_conf):
+        def filter_(app):
+            return cls(app, **local_conf)
+        return filter_
+
+    def _active(self):
+        on = self.enabled if _ENABLED is None else _ENABLED
+        return on and settings.current.flags["trace_wsgi"]
+
+    def __call__(self, environ, start_response):
+        if not self._active():
+            return self.application(environ, start_response)
+        ctx = contextvars.copy_context()
+        if not ctx.run(self._begin, environ):
+            return self.application(environ, start_response)
+        return _TracedResponse(ctx, self.application, environ, start_response)
+
+    def _begin(self, environ):
+        keys = _HMAC_KEYS or self.hmac_keys
+
+        def header(name):
+            return environ.get("HTTP_" + name.upper().replace("-", "_"))
+        try:
+            if propagation.start_from_headers(header, keys) is None:
+                return False
+        except Exception:
+            LOG.debug("stacktrail: trace headers ignored", exc_info=True)
+            profiler.clean()
+            return False
+        profiler.start(self.name, request_info(environ))
+        return True
+
+
+class _TracedResponse:
+    """The app's response, iterated inside the trace's context.
+
+    The span stops when the server closes the body (or the app raised), with
+    the status recorded and 5xx marked as an error.
+    """
+
+    def __init__(self, ctx, app, environ, start_response):
+        self.ctx = ctx
+        self.status = None
+        self.done = False
+
+        def recording_start_response(status, headers, exc_info=None):
+            self.status = status
+            return start_response(status, headers, exc_info)
+        try:
+            self.body = ctx.run(app, environ, recording_start_response)
+        except BaseException as exc:
+            self._finish(profiler.error_info(exc))
+            raise
+        self.chunks = iter(self.body)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return self.ctx.run(next, self.chunks)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            self._finish(profiler.error_info(exc))
+            raise
+
+    def close(self):
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                self.ctx.run(close)
+        finally:
+            self._finish(None)
+
+    def _finish(self, error):
+        if self.done:
+            return
+        self.done = True
+        self.ctx.run(_stop_span, self.status, error)
+
+
+def _stop_span(status, error):
+    info = dict(error or {})
+    code = _status_code(status)
+    if code is not None:
+        info["response"] = {"status": code}
+        if code >= 500 and "etype" not in info:
+            info.update(etype="HTTPServerError", message=status)
+    profiler.stop(info)
+    profiler.clean()
+
+
+def _status_code(status):
+    try:
+        return int(str(status).split(None, 1)[0])
+    except (TypeError, ValueError, IndexError):
+        return None
