@@ -6,11 +6,7 @@ which keeps osprofiler's synchronous semantics: it receives each formatted
 message dict at once.
 """
 
-import logging
-
 from stacktrail.common import sink as _sink
-
-LOG = logging.getLogger(__name__)
 
 _notifier = _sink.NoopSink()
 _put = _notifier.put
@@ -53,7 +49,9 @@ def create(connection_string, *args, **kwargs):
 
 
 def _make_sink(connection_string, args, kwargs):
+    import logging
     from stacktrail.drivers import base
+    LOG = logging.getLogger(__name__)
     try:
         driver = base.get_driver(connection_string, *args, **kwargs)
         made = driver.make_sink()

@@ -135,11 +135,34 @@ STACKTRAIL_OPTS = [
 
 ALL_OPTS = OSPROFILER_OPTS + STACKTRAIL_OPTS
 
+OTLP_GROUP = cfg.OptGroup("profiler_otlp",
+                          title="OTLP export (otlp:// and otlps://)")
+OTLP_OPTS = [
+    SharedStrOpt("service_name_prefix",
+                 help="Prefix of the OpenTelemetry service.name of spans."),
+    cfg.StrOpt("headers", secret=True,
+               help="Extra HTTP headers for the collector, "
+                    "key=value,key2=value2 (e.g. an auth token)."),
+    cfg.StrOpt("ca_file", help="CA bundle that signs the collector's "
+                               "certificate (otlps://)."),
+    cfg.BoolOpt("insecure", default=False,
+                help="Skip verifying the collector's certificate."),
+    cfg.FloatOpt("timeout", default=5.0, min=0.1,
+                 help="Seconds one export request may take."),
+    cfg.FloatOpt("span_timeout", default=300.0, min=1.0,
+                 help="Seconds a span's start waits for its stop before it "
+                      "is exported as unfinished."),
+    cfg.IntOpt("max_open", default=10000, min=1,
+               help="Starts held while waiting for their stop."),
+]
+
 
 def register_opts(conf):
-    """Register the group on ``conf`` (idempotent, osprofiler-tolerant)."""
+    """Register the groups on ``conf`` (idempotent, osprofiler-tolerant)."""
     conf.register_group(GROUP)
     conf.register_opts(ALL_OPTS, group=GROUP)
+    conf.register_group(OTLP_GROUP)
+    conf.register_opts(OTLP_OPTS, group=OTLP_GROUP)
 
 
 def set_defaults(conf, **defaults):
@@ -157,7 +180,7 @@ def set_defaults(conf, **defaults):
 
 def list_opts():
     """For ``oslo-config-generator --namespace stacktrail``."""
-    return [(GROUP, ALL_OPTS)]
+    return [(GROUP, ALL_OPTS), (OTLP_GROUP, OTLP_OPTS)]
 
 
 def _conf(conf):

@@ -7,7 +7,6 @@ the context when they are created; plain threads, executors and eventlet
 greenthreads start clean, and the helpers below carry the trace on purpose.
 """
 
-import contextlib
 import contextvars
 import functools
 
@@ -31,14 +30,18 @@ def capture():
     return current.get()
 
 
-@contextlib.contextmanager
-def restored(token):
-    """Run a block inside the captured trace position, then put back."""
-    reset = current.set(token)
-    try:
-        yield
-    finally:
-        current.reset(reset)
+class restored:
+    """``with restored(token):`` runs a block at the captured position."""
+
+    def __init__(self, token):
+        self.token = token
+        self.reset = None
+
+    def __enter__(self):
+        self.reset = current.set(self.token)
+
+    def __exit__(self, *exc):
+        current.reset(self.reset)
 
 
 def wrap(fn):

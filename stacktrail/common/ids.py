@@ -5,7 +5,6 @@ are its W3C span-id and a base id is a W3C trace-id, so one trace reads the
 same in osprofiler's format and in W3C Trace Context / OTLP.
 """
 
-import hashlib
 import random
 
 _getrandbits = random.getrandbits
@@ -19,12 +18,25 @@ def new_id():
     return _getrandbits(128) & _CLEAR | _SET
 
 
+_texts = {}
+_TEXTS_MAX = 4096
+
+
 def to_uuid(value):
-    """Format an id as the dashed UUID text osprofiler uses."""
+    """Format an id as the dashed UUID text osprofiler uses.
+
+    A trace's base id and parent ids recur in every message, so recent
+    texts are kept (the cache is simply emptied when it fills).
+    """
     if type(value) is not int:
         return value
-    h = "%032x" % value
-    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+    text = _texts.get(value)
+    if text is None:
+        if len(_texts) >= _TEXTS_MAX:
+            _texts.clear()
+        h = "%032x" % value
+        text = _texts[value] = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return text
 
 
 def to_int(value):
@@ -41,6 +53,7 @@ def to_int(value):
     except ValueError:
         number = -1
     if len(text.replace("-", "")) != 32 or number <= 0:
+        import hashlib
         number = int.from_bytes(hashlib.sha1(text.encode()).digest()[:16],
                                 "big")
     return number

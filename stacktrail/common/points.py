@@ -10,7 +10,7 @@ when a peer sent a non-UUID id).  ``to_message`` turns it, off the request
 path, into osprofiler's notification dict.
 """
 
-import socket
+import os
 
 from stacktrail.common import clock
 from stacktrail.common import ids
@@ -18,7 +18,7 @@ from stacktrail.common import ids
 START = 0
 STOP = 1
 SUFFIX = ("-start", "-stop")
-HOST = socket.gethostname()
+HOST = os.uname().nodename  # gethostname() without importing socket
 
 
 def to_message(point, host=HOST, project=None, service=None):

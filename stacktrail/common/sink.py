@@ -6,11 +6,7 @@ do I/O, never raise).  Calling the sink with a formatted dict is osprofiler's
 notifier interface, kept for code that calls ``notifier.notify`` directly.
 """
 
-import logging
-
 from stacktrail.common import points
-
-LOG = logging.getLogger(__name__)
 
 
 class Sink:
@@ -54,8 +50,9 @@ class CallableSink(Sink):
             self.fn(points.to_message(point))
         except Exception:
             # Tracing never raises into the service it traces.
+            import logging  # not on the import path of the profiler
             self.dropped += 1
-            LOG.debug("stacktrail: notifier %r failed", self.fn,
+            logging.getLogger(__name__).debug("stacktrail: notifier %r failed", self.fn,
                       exc_info=True)
 
     def __call__(self, info, context=None):

@@ -1,0 +1,133 @@
+"""The README demo: one traced request through two WSGI services.
+
+``api-a`` answers GET /orders by calling ``api-b`` twice over HTTP; ``api-b``
+does some "database" work.  Each service is a separate process configured
+only through its ``[profiler]`` options and writes to the embedded default
+store (SQLite).  The client signs the request with the demo's HMAC key, and
+the trace is then shown with ``stacktrail trace show``.
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import wsgiref.simple_server
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STATE = os.path.join(os.path.dirname(HERE), ".stacktrail-demo")
+STORE = "sqlite:///" + os.path.join(STATE, "traces.db")
+
+
+class QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def configure(service, key):
+    from oslo_config import cfg
+    from stacktrail import initializer
+    conf = cfg.ConfigOpts()
+    with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+        f.write("[profiler]\nenabled = true\nhmac_keys = %s\n"
+                "connection_string = %s\n" % (key, STORE))
+    conf(["--config-file", f.name], project="demo")
+    initializer.init_from_conf(conf, None, "demo", service, "demo-host")
+
+
+def api_b(environ, start_response):
+    from stacktrail import profiler
+    with profiler.Trace("db", info={"db": {"statement": "SELECT * FROM items"}}):
+        time.sleep(0.02)
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b'{"items": [1, 2, 3]}']
+
+
+def api_a(environ, start_response):
+    from stacktrail import profiler, web
+    port_b = os.environ["DEMO_PORT_B"]
+    for path in ("/items", "/items?page=2"):
+        url = "http://127.0.0.1:%s%s" % (port_b, path)
+        with profiler.Trace("http", info={"request": {"method": "GET",
+                                                      "url": url}}):
+            request = urllib.request.Request(
+                url, headers=web.get_trace_id_headers())
+            urllib.request.urlopen(request).read()
+    with profiler.Trace("compute"):
+        time.sleep(0.01)
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b'{"orders": []}']
+
+
+def serve(service, port, key):
+    from stacktrail import web
+    configure(service, key)
+    app = web.WsgiMiddleware(api_a if service == "api-a" else api_b,
+                             hmac_keys=key, enabled=True)
+    server = wsgiref.simple_server.make_server("127.0.0.1", port, app,
+                                               handler_class=QuietHandler)
+    print("ready", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(service, port, key, env):
+    proc = subprocess.Popen([sys.executable, __file__, "serve", service,
+                             str(port), key], stdout=subprocess.PIPE,
+                            env=env, text=True)
+    if proc.stdout.readline().strip() != "ready":
+        raise SystemExit("demo: %s did not start" % service)
+    return proc
+
+
+def traced_request(port_a, key):
+    from stacktrail import profiler, web
+    prof = profiler.init(key)
+    with profiler.Trace("client", info={"request": {"path": "/orders"}}):
+        request = urllib.request.Request(
+            "http://127.0.0.1:%d/orders" % port_a,
+            headers=web.get_trace_id_headers())
+        urllib.request.urlopen(request).read()
+    return prof.get_base_id()
+
+
+def main():
+    import signal
+    os.makedirs(STATE, exist_ok=True)
+    key = secrets.token_hex(16)
+    ports = {"api-a": free_port(), "api-b": free_port()}
+    env = dict(os.environ, DEMO_PORT_B=str(ports["api-b"]))
+    procs = [start_service(name, port, key, env)
+             for name, port in ports.items()]
+    try:
+        configure("client", key)
+        base_id = traced_request(ports["api-a"], key)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)  # clean exit flushes the buffer
+            proc.wait(10)
+    from stacktrail import notifier
+    notifier.get().flush(5)
+    print("Trace %s through api-a and api-b, stored in %s\n" % (base_id,
+                                                                 STORE))
+    cli = os.path.join(os.path.dirname(sys.executable), "stacktrail")
+    return subprocess.call([cli, "trace", "show", base_id,
+                            "--connection-string", STORE])
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["serve"]:
+        serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    else:
+        sys.exit(main())
