@@ -57,7 +57,7 @@ def _make_sink(connection_string, args, kwargs):
         made = driver.make_sink()
     except Exception as exc:
         LOG.error("stacktrail: tracing disabled, cannot use connection "
-                  "string %r: %s", _safe(connection_string), exc)
+                  "string %r: %s", _safe(connection_string), _safe(exc))
         return _sink.NoopSink()
     LOG.info("stacktrail: trace points go to %s", _safe(connection_string))
     return made

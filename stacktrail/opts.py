@@ -159,10 +159,23 @@ OTLP_OPTS = [
 
 def register_opts(conf):
     """Register the groups on ``conf`` (idempotent, osprofiler-tolerant)."""
-    conf.register_group(GROUP)
-    conf.register_opts(ALL_OPTS, group=GROUP)
-    conf.register_group(OTLP_GROUP)
-    conf.register_opts(OTLP_OPTS, group=OTLP_GROUP)
+    for group, options in ((GROUP, ALL_OPTS), (OTLP_GROUP, OTLP_OPTS)):
+        # A group object keeps its options' values: each conf needs its own.
+        conf.register_group(cfg.OptGroup(group.name, title=group.title,
+                                         help=group.help))
+        conf.register_opts(options, group=group.name)
+    _keep_mutable(conf)
+
+
+def _keep_mutable(conf):
+    """Let SIGHUP change shared options even when osprofiler registered them.
+
+    osprofiler's definitions are immutable, so a reload would ignore a new
+    ``enabled`` or ``hmac_keys``; the option that serves both takes ours.
+    """
+    for opt in OSPROFILER_OPTS:
+        if opt.mutable:
+            conf._get_opt_info(opt.dest, GROUP.name)["opt"].mutable = True
 
 
 def set_defaults(conf, **defaults):

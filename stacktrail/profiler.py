@@ -253,6 +253,8 @@ def trace_cls(name, info=None, hide_args=False, hide_result=True,
                                      "previously traced attribute '%s'"
                                      % attr_name)
         for attr_name, attr, rewrap in chosen:
+            if rewrap is classmethod:
+                attr = attr.__func__  # getmembers gave it bound to the class
             traced = trace(name, info=info, hide_args=hide_args,
                            hide_result=hide_result)(attr)
             setattr(cls, attr_name, rewrap(traced) if rewrap else traced)

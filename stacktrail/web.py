@@ -11,6 +11,7 @@ import logging
 import urllib.parse
 
 from stacktrail import profiler
+from stacktrail.common import context
 from stacktrail.common import propagation
 from stacktrail.common import settings
 from stacktrail.common import signing
@@ -99,24 +100,27 @@ class WsgiMiddleware:
         if not self._active():
             return self.application(environ, start_response)
         ctx = contextvars.copy_context()
-        if not ctx.run(self._begin, environ):
+        span = ctx.run(self._begin, environ)
+        if span is None:
             return self.application(environ, start_response)
-        return _TracedResponse(ctx, self.application, environ, start_response)
+        return _TracedResponse(ctx, span, self.application, environ,
+                               start_response)
 
     def _begin(self, environ):
+        """The wsgi span's frame if this request is traced, else None."""
         keys = _HMAC_KEYS or self.hmac_keys
 
         def header(name):
             return environ.get("HTTP_" + name.upper().replace("-", "_"))
         try:
             if propagation.start_from_headers(header, keys) is None:
-                return False
+                return None
         except Exception:
             LOG.debug("stacktrail: trace headers ignored", exc_info=True)
             profiler.clean()
-            return False
+            return None
         profiler.start(self.name, request_info(environ))
-        return True
+        return context.capture()
 
 
 class _TracedResponse:
@@ -126,8 +130,9 @@ class _TracedResponse:
     the status recorded and 5xx marked as an error.
     """
 
-    def __init__(self, ctx, app, environ, start_response):
+    def __init__(self, ctx, span, app, environ, start_response):
         self.ctx = ctx
+        self.span = span
         self.status = None
         self.done = False
 
@@ -165,16 +170,18 @@ class _TracedResponse:
         if self.done:
             return
         self.done = True
-        self.ctx.run(_stop_span, self.status, error)
+        self.ctx.run(_stop_span, self.span, self.status, error)
 
 
-def _stop_span(status, error):
+def _stop_span(span, status, error):
+    """Stop the wsgi span itself, even if the app left inner spans open."""
     info = dict(error or {})
     code = _status_code(status)
     if code is not None:
         info["response"] = {"status": code}
         if code >= 500 and "etype" not in info:
             info.update(etype="HTTPServerError", message=status)
+    context.current.set(span)
     profiler.stop(info)
     profiler.clean()
 

@@ -100,8 +100,11 @@ def start_from_headers(get_header, keys=None):
     parent = parse_traceparent(get_header(TRACEPARENT))
     state = valid_tracestate(get_header(TRACESTATE)) if parent else None
 
-    signed = unpack_trace_info(get_header(X_TRACE_INFO),
-                               get_header(X_TRACE_HMAC), keys)
+    packed, mac = get_header(X_TRACE_INFO), get_header(X_TRACE_HMAC)
+    signed = unpack_trace_info(packed, mac, keys)
+    if signed is None and (packed or mac):
+        LOG.debug("stacktrail: trace header not accepted (bad signature, "
+                  "unknown key or malformed)")
     if signed and live.limiter.allow():
         base_id, parent_id, key = signed
         return _init(key, base_id, parent_id, state)

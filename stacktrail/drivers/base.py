@@ -40,17 +40,23 @@ def scheme_of(connection_string):
 
 def get_driver(connection_string, *args, **kwargs):
     """Instantiate the driver registered for the connection string's scheme."""
+    import importlib.metadata
     from stevedore import driver as sd_driver
-    from stevedore import exception as sd_exc
 
     scheme = scheme_of(connection_string)
-    try:
-        manager = sd_driver.DriverManager(NAMESPACE, scheme,
-                                          invoke_on_load=False)
-    except sd_exc.NoMatches:
-        raise DriverError("unknown connection string scheme %r in %r"
-                          % (scheme, connection_string)) from None
+    # Checked first so an unknown scheme is one clear line, not also
+    # stevedore's own warning.
+    if not importlib.metadata.entry_points(group=NAMESPACE, name=scheme):
+        raise DriverError("unknown connection string scheme %r (known: %s)"
+                          % (scheme, ", ".join(known_schemes())))
+    manager = sd_driver.DriverManager(NAMESPACE, scheme, invoke_on_load=False)
     return manager.driver(connection_string, *args, **kwargs)
+
+
+def known_schemes():
+    import importlib.metadata
+    return sorted({ep.name for ep in
+                   importlib.metadata.entry_points(group=NAMESPACE)})
 
 
 class Driver:
@@ -68,7 +74,24 @@ class Driver:
         self.service = service
         self.host = host or points.HOST
         self.conf = conf
+        self.options = kwargs
         self.url = urllib.parse.urlsplit(connection_str)
+
+    def option(self, name, default=None):
+        """A driver option: keyword argument, else ``[profiler] <name>`` of
+        ``conf`` (oslo.config object or osprofiler-style dict), else default.
+        """
+        if self.options.get(name) is not None:
+            return self.options[name]
+        conf = self.conf
+        if isinstance(conf, dict):
+            value = (conf.get("profiler") or {}).get(name)
+        else:
+            try:
+                value = getattr(getattr(conf, "profiler"), name)
+            except Exception:  # no conf, group or option: use the default
+                value = None
+        return default if value is None else value
 
     @classmethod
     def get_name(cls):
