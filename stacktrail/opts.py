@@ -101,6 +101,10 @@ STACKTRAIL_OPTS = [
                 help="Trace pool checkouts and pool selection."),
     cfg.BoolOpt("trace_drivers", default=True, mutable=True,
                 help="Trace calls into storage and backend driver objects."),
+    cfg.BoolOpt("rpc_signed_trace_info", default=False, mutable=True,
+                help="Send RPC receivers a signed token instead of "
+                     "osprofiler's plaintext HMAC key in the request "
+                     "context. Only when every receiver runs stacktrail."),
     cfg.BoolOpt("show_sql_parameters", default=False, mutable=True,
                 help="Record SQL parameters with statements. They may hold "
                      "secrets; leave off outside a test cloud."),

@@ -123,6 +123,31 @@ def stop(info=None):
                     dict(info) if info else None))
 
 
+def start_detached(name, info=None):
+    """Open a span that does not become current; returns its handle.
+
+    For spans keyed on a library's own per-call object (a SQL execution
+    context, a pymongo request id) that interleave with other calls and
+    must not sit on the span stack.  None when no trace is active.
+    """
+    frame = _current.get()
+    if frame is None:
+        return None
+    handle = (name, frame.profiler.base_id, frame.span_id, _new_id())
+    _notifier._put((name, START, handle[1], handle[2], handle[3], _now_ns(),
+                    dict(info) if info else None))
+    return handle
+
+
+def stop_detached(handle, info=None):
+    """Close a span opened with ``start_detached`` (None is ignored)."""
+    if handle is None:
+        return
+    name, base_id, parent_id, span_id = handle
+    _notifier._put((name, STOP, base_id, parent_id, span_id, _now_ns(),
+                    dict(info) if info else None))
+
+
 def _class_name(cls):
     module = cls.__module__
     if module in (None, "builtins", "exceptions"):

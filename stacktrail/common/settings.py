@@ -20,6 +20,7 @@ class Settings:
     sampling_rate = 0.0
     trust_traceparent = False
     show_sql_parameters = False
+    rpc_signed_trace_info = False
     allow_insecure_hmac_keys = False
 
     def __init__(self, max_triggered=100.0):
@@ -44,6 +45,7 @@ def from_conf(conf):
     new.sampling_rate = group.sampling_rate
     new.trust_traceparent = group.trust_traceparent
     new.show_sql_parameters = group.show_sql_parameters
+    new.rpc_signed_trace_info = group.rpc_signed_trace_info
     new.allow_insecure_hmac_keys = group.allow_insecure_hmac_keys
     new.set_keys(group.hmac_keys)
     new.flags = {name: bool(group.enabled and getattr(group, name))

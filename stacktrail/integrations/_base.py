@@ -1,0 +1,222 @@
+"""What every integration shares: patching, guarded hooks and spans.
+
+Two kinds of span are made here:
+
+* ``Span`` wraps a call the service makes (an RPC, an HTTP request, a
+  driver method).  It is pushed on the trace's span stack so that whatever
+  runs inside it, including the trace info sent to a callee, is its child.
+* ``leaf_start``/``leaf_stop`` make a span that is never pushed: a SQL
+  statement, a MongoDB or Redis command.  The caller keeps the handle on the
+  library's own per-call object, so interleaved calls (asyncio, pipelines,
+  pymongo events) can never close each other's span.
+
+Every hook body runs through ``guard``: a failure inside tracing is logged
+(once per integration, then at debug level) and swallowed.
+"""
+
+import contextvars
+import logging
+import threading
+
+from stacktrail import profiler
+from stacktrail.common import context
+
+LOG = logging.getLogger("stacktrail.integrations")
+
+_current = context.current
+_failures = {}
+_MISSING = object()
+
+# Set while a hook hands points to the notifier: a synchronous notifier that
+# writes to Redis or SQL must not trace its own writes (endless recursion).
+_emitting = contextvars.ContextVar("stacktrail_emitting", default=False)
+
+
+def active():
+    """True when a trace is open here and we are not inside our own hook."""
+    return _current.get() is not None and not _emitting.get()
+
+
+def failures():
+    """Count of swallowed tracing failures per integration."""
+    return dict(_failures)
+
+
+def swallowed(where):
+    """Record and log a tracing failure; call it from an ``except``."""
+    count = _failures.get(where, 0) + 1
+    _failures[where] = count
+    log = LOG.warning if count == 1 else LOG.debug
+    log("stacktrail: tracing failure in %s ignored (%d so far)", where,
+        count, exc_info=True)
+
+
+def guard(where, fn, *args):
+    """``fn(*args)``; a failure is swallowed and gives None."""
+    try:
+        return fn(*args)
+    except Exception:
+        swallowed(where)
+        return None
+
+
+def _emitting_call(fn, *args):
+    """``fn(*args)`` with our own hooks switched off (no self-tracing)."""
+    reset = _emitting.set(True)
+    try:
+        return fn(*args)
+    finally:
+        _emitting.reset(reset)
+
+
+# --- spans -----------------------------------------------------------------
+
+def error_info(exc, info=None):
+    """Stop info for an exception: ``etype``/``message`` as osprofiler."""
+    merged = dict(info) if info else {}
+    merged.update(profiler.error_info(exc))
+    return merged
+
+
+class Span:
+    """``with Span(where, name, info) as span:`` a pushed span.
+
+    Open only when a trace is active; ``span.stop_info`` is recorded at
+    stop, plus ``etype``/``message`` when the block raises.  The span is
+    closed however the block ends.
+    """
+
+    __slots__ = ("where", "name", "info", "stop_info", "frame")
+
+    def __init__(self, where, name, info=None):
+        self.where = where
+        self.name = name
+        self.info = info
+        self.stop_info = None
+        self.frame = None
+
+    @property
+    def opened(self):
+        return self.frame is not None
+
+    def __enter__(self):
+        if active():
+            self.frame = guard(self.where, self._start)
+        return self
+
+    def _start(self):
+        _emitting_call(profiler.start, self.name, self.info)
+        return _current.get()
+
+    def __exit__(self, etype, exc, tb):
+        frame, self.frame = self.frame, None
+        if frame is not None:
+            info = self.stop_info
+            if exc is not None:
+                info = guard(self.where, error_info, exc, info)
+            guard(self.where, self._stop, frame, info)
+        return False
+
+    def _stop(self, frame, info):
+        # Close exactly our span: a callee that left spans open (or closed
+        # too many) must not make us pop the wrong one.
+        _current.set(frame)
+        _emitting_call(profiler.stop, info)
+
+
+def leaf_start(name, info):
+    """Emit the start of an unpushed span; returns its handle (or None)."""
+    if _emitting.get():
+        return None
+    return _emitting_call(profiler.start_detached, name, info)
+
+
+def leaf_stop(handle, info=None):
+    """Emit the stop of a span made by ``leaf_start``."""
+    _emitting_call(profiler.stop_detached, handle, info)
+
+
+# --- patching --------------------------------------------------------------
+
+class Patcher:
+    """Replaces attributes and puts back exactly what was there.
+
+    An attribute the owner only inherited is deleted again on restore, so
+    the class (or instance) ends up with the same ``__dict__`` as before.
+    """
+
+    def __init__(self):
+        self._saved = []
+
+    def patch(self, owner, attr, replacement):
+        original = vars(owner).get(attr, _MISSING) \
+            if hasattr(owner, "__dict__") else _MISSING
+        self._saved.append((owner, attr, original))
+        setattr(owner, attr, replacement)
+
+    def restore(self):
+        while self._saved:
+            owner, attr, original = self._saved.pop()
+            try:
+                if original is _MISSING:
+                    delattr(owner, attr)
+                else:
+                    setattr(owner, attr, original)
+            except Exception:
+                swallowed("restore %r.%s" % (owner, attr))
+
+    def __bool__(self):
+        return bool(self._saved)
+
+
+class Instrumentor:
+    """Idempotent, reversible switch of one integration.
+
+    Subclasses implement ``_enable(patcher, **options)`` (patch through the
+    patcher so that ``disable`` restores the originals) and optionally
+    ``_disable()`` for state that is not an attribute.
+    """
+
+    name = "integration"
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._patcher = Patcher()
+        self.enabled = False
+        self.options = {}
+
+    def enable(self, **options):
+        """Switch on; True if this call changed the state."""
+        with self._lock:
+            if self.enabled and options == self.options:
+                return False
+            if self.enabled:
+                self.disable()
+            try:
+                self._enable(self._patcher, **options)
+            except BaseException:
+                self._patcher.restore()
+                raise
+            self.options = options
+            self.enabled = True
+            LOG.debug("stacktrail: %s tracing enabled", self.name)
+            return True
+
+    def disable(self):
+        """Switch off and restore the originals; True if it changed."""
+        with self._lock:
+            if not self.enabled:
+                return False
+            try:
+                self._disable()
+            finally:
+                self._patcher.restore()
+                self.enabled = False
+            LOG.debug("stacktrail: %s tracing disabled", self.name)
+            return True
+
+    def _enable(self, patcher, **options):
+        raise NotImplementedError
+
+    def _disable(self):
+        pass

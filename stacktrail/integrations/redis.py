@@ -1,0 +1,226 @@
+"""Redis commands and pipelines as ``redis`` spans (redis-py, sync and asyncio).
+
+Scope: ``enable()`` patches the client classes (every client, also the ones
+created before); ``instrument_client(client)`` one client (and the
+pipelines it makes).  A command seen by both is recorded once.
+
+Recorded: the command name and how many keys it names; for a pipeline the
+number of commands and their names.  Never values or key names.
+"""
+
+import contextvars
+import functools
+
+import redis
+import redis.asyncio.client as aclient
+import redis.client as sclient
+
+from stacktrail.integrations import _base
+
+NAME = "redis"
+_MAX_NAMES = 20
+# Set while a traced command runs: the inner layers of one call (a
+# per-client wrapper over the patched class, a pipeline's immediate
+# command) must not record it again.
+_inside = contextvars.ContextVar("stacktrail_redis", default=False)
+
+# Commands whose arguments are all keys, and those without keys.
+_ALL_KEYS = frozenset(("MGET", "DEL", "UNLINK", "EXISTS", "TOUCH", "WATCH",
+                       "SINTER", "SUNION", "SDIFF", "PFCOUNT"))
+_NO_KEYS = frozenset(("PING", "INFO", "SELECT", "FLUSHDB", "FLUSHALL",
+                      "MULTI", "EXEC", "DISCARD", "UNWATCH", "CLIENT",
+                      "CONFIG", "SCRIPT", "DBSIZE", "TIME", "AUTH", "HELLO",
+                      "ECHO", "SCAN", "KEYS", "PUBLISH", "MODULE", "COMMAND",
+                      "FUNCTION", "SWAPDB", "RANDOMKEY", "WAIT"))
+_NUMKEYS = frozenset(("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL",
+                      "FCALL_RO"))
+
+
+def _name(args):
+    name = args[0] if args else ""
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    return str(name).upper()
+
+
+def key_count(args):
+    """How many keys a command names (an estimate for exotic commands)."""
+    name = _name(args)
+    rest = len(args) - 1
+    if name in _NO_KEYS or rest <= 0:
+        return 0
+    if name in _ALL_KEYS:
+        return rest
+    if name in ("MSET", "MSETNX"):
+        return rest // 2
+    if name in _NUMKEYS:
+        try:
+            return int(args[2])
+        except (IndexError, TypeError, ValueError):
+            return 0
+    return 1
+
+
+def _command_info(client, args):
+    return {"db": {"system": "redis", "command": _name(args),
+                   "keys": key_count(args), "db": _db_of(client)}}
+
+
+def _pipeline_info(pipe):
+    stack = getattr(pipe, "command_stack", ())
+    names = [_name(c[0]) for c in list(stack)[:_MAX_NAMES]]
+    return {"db": {"system": "redis", "command": "PIPELINE",
+                   "commands": len(stack), "names": names,
+                   "transaction": bool(getattr(pipe, "transaction", False)),
+                   "db": _db_of(pipe)}}
+
+
+def _db_of(client):
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
+    return kwargs.get("db", 0)
+
+
+def _begin(info_fn, client, arg):
+    """(handle, context token) of a new span, or (None, None)."""
+    if not _base.active() or _inside.get():
+        return None, None
+    try:
+        handle = _base.leaf_start(NAME, info_fn(client, arg))
+    except Exception:
+        _base.swallowed("redis")
+        return None, None
+    return handle, _inside.set(True)
+
+
+def _end(handle, token, exc=None):
+    _inside.reset(token)
+    info = _base.error_info(exc) if exc is not None else None
+    _base.guard("redis", _base.leaf_stop, handle, info)
+
+
+def _traced(original, info_fn):
+    """Sync wrapper of a client method; ``info_fn(client, args)``."""
+    @functools.wraps(original)
+    def wrapper(self, *args, **kwargs):
+        handle, token = _begin(info_fn, self, args)
+        if handle is None:
+            return original(self, *args, **kwargs)
+        try:
+            result = original(self, *args, **kwargs)
+        except BaseException as exc:
+            _end(handle, token, exc)
+            raise
+        _end(handle, token)
+        return result
+    return wrapper
+
+
+def _traced_async(original, info_fn):
+    """asyncio wrapper: the same, awaited."""
+    @functools.wraps(original)
+    async def wrapper(self, *args, **kwargs):
+        handle, token = _begin(info_fn, self, args)
+        if handle is None:
+            return await original(self, *args, **kwargs)
+        try:
+            result = await original(self, *args, **kwargs)
+        except BaseException as exc:
+            _end(handle, token, exc)
+            raise
+        _end(handle, token)
+        return result
+    return wrapper
+
+
+def _pipe_info(pipe, args):
+    return _pipeline_info(pipe)
+
+
+# (module, class, method, wrapper factory, info)
+_TARGETS = (
+    (sclient, "Redis", "execute_command", _traced, _command_info),
+    (sclient, "Pipeline", "immediate_execute_command", _traced,
+     _command_info),
+    (sclient, "Pipeline", "execute", _traced, _pipe_info),
+    (aclient, "Redis", "execute_command", _traced_async, _command_info),
+    (aclient, "Pipeline", "immediate_execute_command", _traced_async,
+     _command_info),
+    (aclient, "Pipeline", "execute", _traced_async, _pipe_info),
+)
+
+
+class _Global(_base.Instrumentor):
+    name = "redis"
+
+    def _enable(self, patcher):
+        for module, cls_name, method, factory, info_fn in _TARGETS:
+            cls = getattr(module, cls_name)
+            patcher.patch(cls, method, factory(getattr(cls, method),
+                                               info_fn))
+
+
+_global = _Global()
+
+
+def enable():
+    """Trace every redis-py client, sync and asyncio."""
+    return _global.enable()
+
+
+def disable():
+    return _global.disable()
+
+
+def is_enabled():
+    return _global.enabled
+
+
+# --- one client --------------------------------------------------------------
+
+_CLIENT_ATTR = "_stacktrail_patcher"
+
+
+def instrument_client(client):
+    """Trace one client (sync or asyncio) and the pipelines it makes."""
+    if getattr(client, _CLIENT_ATTR, None) is not None:
+        return False
+    patcher = _base.Patcher()
+    is_async = isinstance(client, aclient.Redis)
+    factory = _traced_async if is_async else _traced
+    bound_cls = type(client)
+    command = factory(getattr(bound_cls, "execute_command"), _command_info)
+    patcher.patch(client, "execute_command",
+                  command.__get__(client, bound_cls))
+    original_pipeline = client.pipeline
+
+    @functools.wraps(original_pipeline)
+    def pipeline(*args, **kwargs):
+        pipe = original_pipeline(*args, **kwargs)
+        _instrument_pipeline(pipe, factory)
+        return pipe
+
+    patcher.patch(client, "pipeline", pipeline)
+    setattr(client, _CLIENT_ATTR, patcher)
+    return True
+
+
+def _instrument_pipeline(pipe, factory):
+    cls = type(pipe)
+    for method, info_fn in (("execute", _pipe_info),
+                            ("immediate_execute_command", _command_info)):
+        wrapped = factory(getattr(cls, method), info_fn)
+        setattr(pipe, method, wrapped.__get__(pipe, cls))
+
+
+def uninstrument_client(client):
+    patcher = getattr(client, _CLIENT_ATTR, None)
+    if patcher is None:
+        return False
+    patcher.restore()
+    delattr(client, _CLIENT_ATTR)
+    return True
+
+
+__all__ = ["enable", "disable", "is_enabled", "instrument_client",
+           "uninstrument_client", "key_count", "redis"]

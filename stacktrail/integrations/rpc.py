@@ -1,0 +1,250 @@
+"""oslo.messaging: RPC calls as ``rpc`` spans, the trace carried in the context.
+
+On the wire the trace travels in the request context dict, under the key
+OpenStack services use with osprofiler::
+
+    "trace_info": {"hmac_key": ..., "base_id": ..., "parent_id": ...}
+
+so a caller or callee still on osprofiler joins the same trace.  With
+``signed=True`` (for receivers that are all stacktrail) the plaintext key
+is replaced by ``"trace_token": {"packed": ..., "hmac": ...}``, osprofiler's
+signed pack of base and parent id, which receivers check against their
+``[profiler] hmac_keys``.  A receiver also reads the ``traceparent`` key that
+oslo.messaging's own OpenTelemetry tracing writes, but only when neither of
+ours is there: a message carrying both joins our trace once.
+
+Two ways to use it:
+
+* ``TraceSerializer(base)``, a serializer a service passes to
+  ``get_rpc_client``/``get_rpc_server``/``Notifier`` itself (osprofiler's
+  pattern): it writes the trace into each context it serializes and joins
+  the trace of each context it deserializes.
+* ``enable()`` (the ``trace_rpc`` flag): every ``call``/``cast`` is an
+  ``rpc`` span, every RPC and notification sent carries the trace, and
+  every RPC dispatched and notification delivered runs inside the caller's
+  trace, in a context of its own that is discarded afterwards (also when
+  the handler raises).
+"""
+
+import contextvars
+import functools
+
+import oslo_messaging
+from oslo_messaging import serializer as om_serializer
+from oslo_messaging import transport as om_transport
+from oslo_messaging.notify import dispatcher as notify_dispatcher
+from oslo_messaging.rpc import client as rpc_client
+from oslo_messaging.rpc import dispatcher as rpc_dispatcher
+
+from stacktrail import profiler
+from stacktrail.common import context
+from stacktrail.common import propagation
+from stacktrail.common import settings
+from stacktrail.common import signing
+from stacktrail.integrations import _base
+
+NAME = "rpc"
+TRACE_INFO = "trace_info"
+TRACE_TOKEN = "trace_token"
+TRACEPARENT = propagation.TRACEPARENT
+TRACESTATE = propagation.TRACESTATE
+_KEYS = (TRACE_INFO, TRACE_TOKEN, TRACEPARENT)
+# True inside a dispatch ``run_in_trace`` manages: the message's trace is
+# already joined, a TraceSerializer must not decide again (a second
+# sampling decision could start a second trace).
+_managed = contextvars.ContextVar("stacktrail_rpc_managed", default=False)
+
+
+# --- the context dict ----------------------------------------------------------
+
+def _signed_default():
+    return bool(settings.current.rpc_signed_trace_info)
+
+
+def inject(ctxt, signed=None):
+    """Write the current trace into a serialized context dict (in place)."""
+    info = propagation.rpc_trace_info()
+    if info is None:
+        return ctxt
+    signed = _signed_default() if signed is None else signed
+    if signed and info["hmac_key"]:
+        packed, mac = signing.pack({"base_id": info["base_id"],
+                                    "parent_id": info["parent_id"]},
+                                   info["hmac_key"])
+        ctxt[TRACE_TOKEN] = {"packed": packed, "hmac": mac}
+        ctxt.pop(TRACE_INFO, None)
+    else:
+        ctxt[TRACE_INFO] = info
+    return ctxt
+
+
+def carries_trace(ctxt):
+    return isinstance(ctxt, dict) and any(k in ctxt for k in _KEYS)
+
+
+def extract(ctxt):
+    """Join the trace a context dict carries; True when joined.
+
+    Order: our signed token, osprofiler's ``trace_info``, then
+    oslo.messaging's ``traceparent`` (with ``[profiler] trust_traceparent``
+    or sampling deciding, as for an HTTP request).
+    """
+    token = ctxt.get(TRACE_TOKEN)
+    if isinstance(token, dict):
+        found = propagation.unpack_trace_info(
+            token.get("packed"), token.get("hmac"),
+            settings.current.validation_keys)
+        if found is not None:
+            base_id, parent_id, key = found
+            return propagation.start_from_trace_info(
+                {"hmac_key": key, "base_id": base_id,
+                 "parent_id": parent_id})
+    if TRACE_INFO in ctxt:
+        return propagation.start_from_trace_info(ctxt[TRACE_INFO])
+    if TRACEPARENT in ctxt:
+        return propagation.start_from_headers(
+            lambda name: ctxt.get(name) if name in (TRACEPARENT, TRACESTATE)
+            else None) is not None
+    return False
+
+
+def run_in_trace(ctxt, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` inside the trace ``ctxt`` carries.
+
+    Runs in a copy of the current context, so whatever trace it joins (or
+    leaves open) is gone when it returns or raises.
+    """
+    return contextvars.copy_context().run(_joined, ctxt, fn, args, kwargs)
+
+
+def _joined(ctxt, fn, args, kwargs):
+    _managed.set(True)
+    profiler.clean()
+    if isinstance(ctxt, dict):
+        _base.guard("rpc", extract, ctxt)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        profiler.clean()
+
+
+# --- serializer wrapper --------------------------------------------------------
+
+class TraceSerializer(om_serializer.Serializer):
+    """Wraps a service's serializer to carry the trace in the context."""
+
+    def __init__(self, base=None, signed=None):
+        self._base = base or om_serializer.NoOpSerializer()
+        self._signed = signed
+
+    def serialize_entity(self, ctxt, entity):
+        return self._base.serialize_entity(ctxt, entity)
+
+    def deserialize_entity(self, ctxt, entity):
+        return self._base.deserialize_entity(ctxt, entity)
+
+    def serialize_context(self, ctxt):
+        result = self._base.serialize_context(ctxt)
+        if _base.active() and isinstance(result, dict):
+            _base.guard("rpc", inject, result, self._signed)
+        return result
+
+    def deserialize_context(self, ctxt):
+        if isinstance(ctxt, dict):
+            ctxt = dict(ctxt)
+            trace = {k: ctxt.pop(k) for k in (TRACE_INFO, TRACE_TOKEN)
+                     if k in ctxt}
+            if not _managed.get():
+                self._join(dict(ctxt, **trace))
+        return self._base.deserialize_context(ctxt)
+
+    @staticmethod
+    def _join(ctxt):
+        # Every message starts from its own trace (or none): a worker
+        # thread must not carry the previous message's trace.
+        profiler.clean()
+        if carries_trace(ctxt):
+            _base.guard("rpc", extract, ctxt)
+
+
+# --- automatic instrumentation -------------------------------------------------
+
+def _span_info(target, method, call_type):
+    rpc = {"method": method, "type": call_type, "topic": target.topic}
+    for field in ("server", "namespace", "version", "exchange"):
+        value = getattr(target, field, None)
+        if value:
+            rpc[field] = value
+    if target.fanout:
+        rpc["fanout"] = True
+    return {"rpc": rpc}
+
+
+def _traced_client(original, call_type):
+    @functools.wraps(original)
+    def wrapper(self, ctxt, method, **kwargs):
+        if not _base.active():
+            return original(self, ctxt, method, **kwargs)
+        info = _base.guard("rpc", _span_info, self.target, method, call_type)
+        with _base.Span("rpc", NAME, info):
+            return original(self, ctxt, method, **kwargs)
+    return wrapper
+
+
+def _with_trace(ctxt, signed):
+    return inject(dict(ctxt), signed)
+
+
+def _traced_send(original, signed):
+    @functools.wraps(original)
+    def wrapper(self, target, ctxt, message, *args, **kwargs):
+        if _base.active() and isinstance(ctxt, dict):
+            ctxt = _base.guard("rpc", _with_trace, ctxt, signed) or ctxt
+        return original(self, target, ctxt, message, *args, **kwargs)
+    return wrapper
+
+
+def _traced_dispatch(original):
+    @functools.wraps(original)
+    def wrapper(self, incoming):
+        ctxt = getattr(incoming, "ctxt", None)
+        if not carries_trace(ctxt) and context.current.get() is None:
+            return original(self, incoming)
+        return run_in_trace(ctxt, original, self, incoming)
+    return wrapper
+
+
+class _Global(_base.Instrumentor):
+    name = "rpc"
+
+    def _enable(self, patcher, signed=None):
+        call_cls = rpc_client._BaseCallContext
+        patcher.patch(call_cls, "call", _traced_client(call_cls.call, "call"))
+        patcher.patch(call_cls, "cast", _traced_client(call_cls.cast, "cast"))
+        transport = om_transport.Transport
+        for method in ("_send", "_send_notification"):
+            patcher.patch(transport, method,
+                          _traced_send(getattr(transport, method), signed))
+        for cls in (rpc_dispatcher.RPCDispatcher,
+                    notify_dispatcher.NotificationDispatcher):
+            patcher.patch(cls, "dispatch", _traced_dispatch(cls.dispatch))
+
+
+_global = _Global()
+
+
+def enable(**options):
+    """Trace every RPC client and server (option: signed)."""
+    return _global.enable(**options)
+
+
+def disable():
+    return _global.disable()
+
+
+def is_enabled():
+    return _global.enabled
+
+
+__all__ = ["TraceSerializer", "enable", "disable", "is_enabled", "inject",
+           "extract", "run_in_trace", "oslo_messaging"]

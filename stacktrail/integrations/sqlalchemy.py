@@ -1,0 +1,204 @@
+"""SQL statements as ``db`` spans, through SQLAlchemy engine events.
+
+``before_cursor_execute`` opens a span and keeps its handle on the
+statement's execution context; ``after_cursor_execute`` or ``handle_error``
+closes it from there.  Nothing is pushed on the trace's span stack, so a
+statement can never close somebody else's span.
+
+Scope: ``enable()`` listens on the ``Engine`` class (every engine, also
+the ones created later); ``instrument_engine(engine)`` one engine;
+``oslo_db_hook(context_manager)`` every engine an oslo.db enginefacade
+creates.  When several apply to one statement only the first records it.
+
+Recorded: the statement text (and the dialect).  Parameters only with
+``show_params`` (or ``[profiler] show_sql_parameters``); they carry user
+data and secrets.  Connection pings (``SELECT 1``) are left out.
+"""
+
+import re
+import weakref
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from stacktrail.common import settings
+from stacktrail.integrations import _base
+
+NAME = "db"
+_ATTR = "_stacktrail_span"
+_PING = re.compile(r"\s*select\s+1\s*(from\s+dual\s*)?;?\s*\Z", re.I)
+_EVENTS = ("before_cursor_execute", "after_cursor_execute", "handle_error")
+
+
+class Listener:
+    """The three engine event handlers, with their options."""
+
+    def __init__(self, name=NAME, show_params=None, hide_result=True):
+        self.name = name
+        self.show_params = show_params
+        self.hide_result = hide_result
+
+    def handlers(self):
+        return (self.before, self.after, self.error)
+
+    def before(self, conn, cursor, statement, params, context, executemany):
+        if context is None or not _base.active():
+            return
+        if getattr(context, _ATTR, None) is not None or _is_ping(statement):
+            return
+        try:
+            handle = _base.leaf_start(self.name, self._info(
+                conn, statement, params, executemany))
+            setattr(context, _ATTR, handle)
+        except Exception:
+            _base.swallowed("sqlalchemy")
+
+    def _info(self, conn, statement, params, executemany):
+        db = {"statement": statement, "system": conn.dialect.name}
+        show = self.show_params
+        if show is None:
+            show = settings.current.show_sql_parameters
+        if show:
+            db["params"] = str(params)
+        if executemany:
+            db["executemany"] = True
+        return {"db": db}
+
+    def after(self, conn, cursor, statement, params, context, executemany):
+        handle = _take(context)
+        if handle is None:
+            return
+        try:
+            info = None if self.hide_result else {"db": _result(cursor)}
+            _base.leaf_stop(handle, info)
+        except Exception:
+            _base.swallowed("sqlalchemy")
+
+    def error(self, exception_context):
+        handle = _take(exception_context.execution_context)
+        if handle is None:
+            return
+        try:
+            exc = exception_context.original_exception
+            cause = exc.__cause__
+            info = _base.error_info(exc, {"db": {
+                "original_exception": str(exc),
+                "chained_exception": str(cause) if cause else ""}})
+            _base.leaf_stop(handle, info)
+        except Exception:
+            _base.swallowed("sqlalchemy")
+
+
+def _is_ping(statement):
+    return len(statement) < 32 and _PING.match(statement) is not None
+
+
+def _take(context):
+    """Pop the span handle left on an execution context (or None)."""
+    if context is None:
+        return None
+    handle = getattr(context, _ATTR, None)
+    if handle is not None:
+        setattr(context, _ATTR, None)
+    return handle
+
+
+def _result(cursor):
+    rows = getattr(cursor, "_rows", None)
+    if rows is not None:
+        return {"result": str(rows)}
+    return {"rowcount": getattr(cursor, "rowcount", -1)}
+
+
+def _listen(target, listener):
+    for name, fn in zip(_EVENTS, listener.handlers()):
+        event.listen(target, name, fn)
+
+
+def _remove(target, listener):
+    for name, fn in zip(_EVENTS, listener.handlers()):
+        if event.contains(target, name, fn):
+            event.remove(target, name, fn)
+
+
+# --- one engine --------------------------------------------------------------
+
+_engines = weakref.WeakKeyDictionary()
+
+
+def instrument_engine(engine, name=NAME, show_params=None, hide_result=True):
+    """Trace one engine (idempotent: a second call changes nothing)."""
+    if engine in _engines:
+        return False
+    listener = Listener(name, show_params, hide_result)
+    _listen(engine, listener)
+    _engines[engine] = listener
+    return True
+
+
+def uninstrument_engine(engine):
+    listener = _engines.pop(engine, None)
+    if listener is None:
+        return False
+    _remove(engine, listener)
+    return True
+
+
+def is_engine_instrumented(engine):
+    return engine in _engines
+
+
+# --- every engine ------------------------------------------------------------
+
+class _AllEngines(_base.Instrumentor):
+    name = "sqlalchemy"
+
+    def _enable(self, patcher, name=NAME, show_params=None,
+                hide_result=True):
+        self.listener = Listener(name, show_params, hide_result)
+        _listen(Engine, self.listener)
+
+    def _disable(self):
+        _remove(Engine, self.listener)
+
+
+_all = _AllEngines()
+
+
+def enable(**options):
+    """Trace every engine (options: name, show_params, hide_result)."""
+    return _all.enable(**options)
+
+
+def disable():
+    return _all.disable()
+
+
+def is_enabled():
+    return _all.enabled
+
+
+# --- oslo.db -----------------------------------------------------------------
+
+def oslo_db_hook(context_manager=None, name=NAME, **options):
+    """Trace the engines an oslo.db enginefacade creates.
+
+    ``context_manager`` defaults to oslo.db's global one.  oslo.db keeps
+    the hook for good; ``uninstrument_engine`` undoes it for one engine.
+    """
+    from oslo_db.sqlalchemy import enginefacade
+
+    manager = context_manager or enginefacade._context_manager
+
+    def on_engine_create(engine):
+        _base.guard("sqlalchemy", instrument_engine, engine, name,
+                    options.get("show_params"),
+                    options.get("hide_result", True))
+
+    manager.append_on_engine_create(on_engine_create)
+    return on_engine_create
+
+
+__all__ = ["Listener", "instrument_engine",
+           "uninstrument_engine", "enable", "disable", "is_enabled",
+           "oslo_db_hook"]

@@ -1,0 +1,264 @@
+"""oslo.messaging RPC tracing over the local RabbitMQ."""
+
+import threading
+
+import oslo_messaging as messaging
+import pytest
+from oslo_config import cfg
+
+from stacktrail import profiler
+from stacktrail.common import ids
+from stacktrail.integrations import rpc
+
+from tests.integrations.conftest import KEY
+
+
+class Endpoint:
+    """Records the trace each call ran in and makes one child span."""
+
+    def __init__(self):
+        self.seen = []
+
+    def work(self, ctxt, fail=False):
+        prof = profiler.get()
+        self.seen.append(None if prof is None else
+                         (prof.get_base_id(), prof.get_id()))
+        with profiler.Trace("work"):
+            if fail:
+                raise ValueError("handler failed")
+        return "done"
+
+
+class RecordingSerializer(messaging.NoOpSerializer):
+    """Keeps the raw context dicts a server received."""
+
+    def __init__(self):
+        self.contexts = []
+
+    def deserialize_context(self, ctxt):
+        self.contexts.append(dict(ctxt))
+        return ctxt
+
+
+@pytest.fixture
+def transport(rabbit_url):
+    # The global CONF, as services use: oslo.messaging 18.x registers its
+    # tracing and metrics options there only.
+    conf = cfg.CONF
+    tr = messaging.get_rpc_transport(conf, url=rabbit_url)
+    from oslo_messaging import server as om_server
+    conf.register_opts(om_server._pool_opts)
+    conf.set_override("executor_thread_pool_size", 1)
+    yield tr
+    conf.clear_override("executor_thread_pool_size")
+    tr.cleanup()
+
+
+@pytest.fixture
+def serve(transport, unique_name):
+    """serve(endpoint, serializer=None) -> an RPC client for it."""
+    servers = []
+
+    def start(endpoint, serializer=None, client_serializer=None):
+        target = messaging.Target(topic=unique_name, server="srv")
+        server = messaging.get_rpc_server(transport, target, [endpoint],
+                                          executor="threading",
+                                          serializer=serializer)
+        server.start()
+        servers.append(server)
+        return messaging.get_rpc_client(
+            transport, messaging.Target(topic=unique_name), timeout=10,
+            serializer=client_serializer)
+
+    yield start
+    for server in servers:
+        server.stop()
+        server.wait()
+
+
+def test_call_is_a_span_and_server_joins(serve, trace, recorder):
+    rpc.enable()
+    endpoint = Endpoint()
+    client = serve(endpoint)
+    assert client.call({}, "work") == "done"
+    (start, stop), = recorder.spans("rpc")
+    assert start["info"]["rpc"] == {"method": "work", "type": "call",
+                                    "topic": client.target.topic}
+    assert start["parent_id"] == trace.get_id()
+    base, parent = endpoint.seen[0]
+    assert base == trace.get_base_id() and parent == start["trace_id"]
+    (work, _), = recorder.spans("work")
+    assert work["parent_id"] == start["trace_id"]
+    assert profiler.get().get_id() == trace.get_id()
+
+
+def test_cast_and_handler_error_cleans_context(serve, live, recorder):
+    rpc.enable()
+    endpoint = Endpoint()
+    client = serve(endpoint)
+    profiler.init(KEY)
+    with pytest.raises(ValueError):      # re-raised by oslo.messaging
+        client.call({}, "work", fail=True)
+    (_, work_stop), = recorder.spans("work")
+    assert work_stop["info"]["etype"].endswith("ValueError")
+    profiler.clean()
+    client.call({}, "work")              # same single worker thread
+    assert endpoint.seen[-1] is None     # previous trace did not leak
+    profiler.init(KEY)
+    client.cast({}, "work")
+    _wait(lambda: len(endpoint.seen) == 3)
+    assert [s["info"]["rpc"]["type"] for s, _ in recorder.spans("rpc")] == [
+        "call", "cast"]
+    assert not recorder.unclosed()
+
+
+def test_disable_restores_and_stops(serve, trace, recorder):
+    from oslo_messaging.rpc import client as rpc_client
+    original = rpc_client._BaseCallContext.call
+    rpc.enable()
+    rpc.disable()
+    assert rpc_client._BaseCallContext.call is original
+    endpoint = Endpoint()
+    serve(endpoint).call({}, "work")
+    assert endpoint.seen == [None] and recorder.spans("rpc") == []
+
+
+def test_serializer_wrapper_without_auto_instrumentation(serve, trace,
+                                                         recorder):
+    endpoint = Endpoint()
+    client = serve(endpoint, serializer=rpc.TraceSerializer(),
+                   client_serializer=rpc.TraceSerializer())
+    client.call({}, "work")
+    assert endpoint.seen[0] == (trace.get_base_id(), trace.get_id())
+    profiler.clean()
+    client.call({}, "work")
+    assert endpoint.seen[1] is None
+
+
+def test_osprofiler_caller_joins_our_server(serve, recorder):
+    import osprofiler.profiler as osp
+
+    rpc.enable()
+    endpoint = Endpoint()
+    client = serve(endpoint)
+    prof = osp.init(KEY)
+    try:
+        # What an osprofiler-instrumented service's serializer writes.
+        ctxt = {"trace_info": {"hmac_key": KEY,
+                               "base_id": prof.get_base_id(),
+                               "parent_id": prof.get_id()}}
+        client.call(ctxt, "work")
+    finally:
+        osp.clean()
+    assert endpoint.seen[0] == (prof.get_base_id(), prof.get_id())
+
+
+def test_our_caller_joins_osprofiler_server(serve, trace, recorder):
+    import osprofiler.profiler as osp
+
+    class OsprofilerStyle(messaging.NoOpSerializer):
+        """The serializer osprofiler-using services (Nova, Cinder) ship."""
+
+        def __init__(self):
+            self.seen = []
+
+        def deserialize_context(self, ctxt):
+            trace_info = ctxt.pop("trace_info", None)
+            if trace_info:
+                osp.init(**trace_info)
+                prof = osp.get()
+                self.seen.append((prof.get_base_id(), prof.get_id()))
+                osp.clean()
+            return ctxt
+
+    serializer = OsprofilerStyle()
+    rpc.enable()
+    client = serve(Endpoint(), serializer=serializer)
+    client.call({}, "work")
+    (span, _), = recorder.spans("rpc")
+    assert serializer.seen == [(trace.get_base_id(), span["trace_id"])]
+
+
+def test_signed_token_for_our_receivers(serve, live, trace, recorder):
+    rpc.enable(signed=True)
+    endpoint = Endpoint()
+    raw = RecordingSerializer()
+    client = serve(endpoint, serializer=raw)
+    client.call({}, "work")
+    assert "trace_info" not in raw.contexts[0]
+    assert KEY not in repr(raw.contexts[0])
+    assert set(raw.contexts[0]["trace_token"]) == {"packed", "hmac"}
+    assert endpoint.seen[0][0] == trace.get_base_id()
+
+
+def test_bad_token_is_not_joined(serve, live, recorder):
+    rpc.enable()
+    endpoint = Endpoint()
+    client = serve(endpoint)
+    client.call({"trace_token": {"packed": "e30=", "hmac": "00"}}, "work")
+    assert endpoint.seen == [None]
+
+
+def test_traceparent_from_oslo_messaging_tracing(serve, live, recorder):
+    live.trust_traceparent = True
+    rpc.enable()
+    endpoint = Endpoint()
+    client = serve(endpoint)
+    trace_hex, span_hex = "4bf92f3577b34da6a3ce929d0e0e4736", \
+        "00f067aa0ba902b7"
+    client.call({"traceparent": "00-%s-%s-01" % (trace_hex, span_hex)},
+                "work")
+    base, parent = endpoint.seen[0]
+    assert ids.trace_id_hex(base) == trace_hex
+    assert ids.span_id_hex(parent) == span_hex
+
+
+def test_both_keys_join_once(serve, live, trace, recorder):
+    """oslo.messaging's tracing adds a traceparent of its own OTel span;
+    our trace_info wins and the message joins exactly one trace."""
+    live.trust_traceparent = True
+    rpc.enable()
+    endpoint = Endpoint()
+    client = serve(endpoint, serializer=rpc.TraceSerializer())
+    otel = "00-%s-%s-01" % ("1" * 32, "2" * 16)
+    client.call({"traceparent": otel}, "work")
+    assert endpoint.seen[0][0] == trace.get_base_id()
+    assert len({m["base_id"] for m in recorder}) == 1
+
+
+def test_notifications_carry_the_trace(transport, unique_name, trace,
+                                       recorder):
+    rpc.enable()
+    got = []
+
+    class Listener:
+        def info(self, ctxt, publisher_id, event_type, payload, metadata):
+            prof = profiler.get()
+            got.append((ctxt.get("trace_info"),
+                        prof and prof.get_base_id()))
+
+    listener = messaging.get_notification_listener(
+        transport, [messaging.Target(topic=unique_name)], [Listener()],
+        executor="threading")
+    listener.start()
+    try:
+        notifier = messaging.Notifier(transport, "test.publisher",
+                                      driver="messaging",
+                                      topics=[unique_name])
+        notifier.info({}, "thing.happened", {"n": 1})
+        _wait(lambda: got)
+    finally:
+        listener.stop()
+        listener.wait()
+    trace_info, base = got[0]
+    assert trace_info["base_id"] == trace.get_base_id()
+    assert base == trace.get_base_id()
+
+
+def _wait(predicate, timeout=10):
+    done = threading.Event()
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return
+        done.wait(0.05)
+    raise AssertionError("timed out")

@@ -1,0 +1,145 @@
+"""SQL tracing on the local PostgreSQL and MariaDB."""
+
+import pytest
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from stacktrail import sqlalchemy as compat
+from stacktrail.integrations import sqlalchemy as sql
+
+
+@pytest.fixture(params=["postgres_url", "mysql_url"])
+def engine(request):
+    url = request.getfixturevalue(request.param)
+    eng = sqlalchemy.create_engine(url, pool_pre_ping=True)
+    with eng.begin() as conn:
+        conn.execute(text("CREATE TABLE items (id INT PRIMARY KEY, "
+                          "secret VARCHAR(40))"))
+    yield eng
+    sql.uninstrument_engine(eng)
+    eng.dispose()
+
+
+def _insert(engine, ident=1, secret="hunter2"):
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO items (id, secret) VALUES (:i, :s)"),
+                     {"i": ident, "s": secret})
+
+
+def test_statement_recorded_parameters_hidden(engine, trace, recorder):
+    sql.instrument_engine(engine)
+    _insert(engine)
+    spans = recorder.spans("db")
+    inserts = [s for s in spans if "INSERT" in s[0]["info"]["db"]["statement"]]
+    assert len(inserts) == 1
+    start, stop = inserts[0]
+    assert "hunter2" not in repr(start) + repr(stop)
+    assert "params" not in start["info"]["db"]
+    assert start["parent_id"] == trace.get_id()
+    assert not recorder.unclosed()
+
+
+def test_show_params_option(engine, trace, recorder):
+    sql.instrument_engine(engine, show_params=True)
+    _insert(engine)
+    assert any("hunter2" in s["info"]["db"].get("params", "")
+               for s, _ in recorder.spans("db"))
+
+
+def test_setting_shows_params(engine, trace, recorder, live):
+    live.show_sql_parameters = True
+    sql.instrument_engine(engine)
+    _insert(engine)
+    assert any("hunter2" in s["info"]["db"].get("params", "")
+               for s, _ in recorder.spans("db"))
+
+
+def test_ping_left_out(engine, trace, recorder):
+    sql.instrument_engine(engine)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        conn.execute(text("select 1 "))
+        conn.execute(text("SELECT 2"))
+    statements = [s["info"]["db"]["statement"]
+                  for s, _ in recorder.spans("db")]
+    assert statements == ["SELECT 2"]
+
+
+def test_error_recorded_and_span_closed(engine, trace, recorder):
+    sql.instrument_engine(engine)
+    _insert(engine, 1)
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        _insert(engine, 1)
+    failed = [stop for _, stop in recorder.spans("db")
+              if "etype" in stop["info"]]
+    assert len(failed) == 1
+    assert "IntegrityError" in failed[0]["info"]["etype"] or \
+        "UniqueViolation" in failed[0]["info"]["etype"]
+    assert not recorder.unclosed()
+
+
+def test_no_trace_nothing_recorded(engine, recorder):
+    sql.instrument_engine(engine)
+    _insert(engine)
+    assert recorder == []
+
+
+def test_all_engines_switch_and_reversible(engine, trace, recorder):
+    sql.enable()
+    listener = sql._all.listener
+    assert event.contains(Engine, "before_cursor_execute", listener.before)
+    sql.instrument_engine(engine)        # both apply: recorded once
+    _insert(engine)
+    assert len(recorder.spans("db")) >= 1
+    count = len(recorder)
+    assert len({m["trace_id"] for m in recorder}) * 2 == count
+    sql.disable()
+    sql.uninstrument_engine(engine)
+    _insert(engine, 2)
+    assert len(recorder) == count
+    for name, fn in zip(sql._EVENTS, listener.handlers()):
+        assert not event.contains(Engine, name, fn)
+
+
+def test_osprofiler_compatible_add_tracing_and_wrap_session(engine, trace,
+                                                            recorder):
+    from sqlalchemy import orm
+
+    compat.add_tracing(sqlalchemy, engine, "sql", hide_result=False)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 2"))
+    (start, stop), = recorder.spans("sql")
+    assert "db" in stop["info"]
+    sql.uninstrument_engine(engine)
+    with compat.wrap_session(sqlalchemy, orm.Session(engine)) as session:
+        session.execute(text("SELECT 3"))
+    assert [s["info"]["db"]["statement"] for s, _ in recorder.spans("db")] \
+        == ["SELECT 3"]
+
+
+def test_compat_disable_blocks_add_tracing(engine, trace, recorder):
+    compat.disable()
+    try:
+        compat.add_tracing(sqlalchemy, engine, "db")
+        assert not sql.is_engine_instrumented(engine)
+    finally:
+        compat.enable()
+
+
+def test_oslo_db_enginefacade_hook(postgres_url, trace, recorder):
+    from oslo_db.sqlalchemy import enginefacade
+
+    manager = enginefacade.transaction_context()
+    manager.configure(connection=postgres_url)
+    sql.oslo_db_hook(manager)
+    with manager.writer.using(_Ctx()) as session:
+        session.execute(text("SELECT 5"))
+    assert [s["info"]["db"]["statement"] for s, _ in recorder.spans("db")] \
+        == ["SELECT 5"]
+    sql.uninstrument_engine(manager.writer.get_engine())
+
+
+class _Ctx:
+    pass
