@@ -1,0 +1,5 @@
+import sys
+
+from stacktrail.cmd.agent import main
+
+sys.exit(main())

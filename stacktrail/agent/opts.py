@@ -1,0 +1,97 @@
+"""Options of stacktrail-agent: the ``[agent]`` group.
+
+Registered on a private ``ConfigOpts`` (never the global CONF), and as
+command-line flags too (``--agent-listen``, ``--agent-connection_string``,
+...).  Options marked mutable are re-read on SIGHUP.
+"""
+
+import os
+
+from oslo_config import cfg
+
+GROUP = "agent"
+DEFAULT_CONFIG = "/etc/stacktrail/agent.conf"
+
+AGENT_OPTS = [
+    cfg.StrOpt("listen", default="unix:///run/stacktrail/agent.sock",
+               help="Where services send trace points: unix:///abs/path.sock "
+                    "(recommended), tcp://127.0.0.1:PORT or "
+                    "udp://127.0.0.1:PORT. Only loopback addresses are "
+                    "accepted. Services use the same address as "
+                    "connection_string=agent:///abs/path.sock or "
+                    "agent://127.0.0.1:PORT[?transport=udp]."),
+    cfg.MultiStrOpt("connection_string", default=[], mutable=True,
+                    help="A store the agent writes to, any stacktrail "
+                         "driver: redis://, redissentinel://, mongodb://, "
+                         "mysql+pymysql://, postgresql://, file://, "
+                         "otlp://collector:4318. Repeat for several "
+                         "backends; each has its own delivery state."),
+    cfg.StrOpt("spool_dir", default="/var/lib/stacktrail-agent",
+               help="Directory of the on-disk spool (segment files and "
+                    "acknowledged offsets) and of status.sock."),
+    cfg.IntOpt("spool_max_bytes", default=1 << 30, min=1 << 20,
+               mutable=True,
+               help="Disk space the spool may use; past it new points are "
+                    "dropped and counted (reason spool_full)."),
+    cfg.FloatOpt("spool_fsync_interval", default=1.0, min=0.0,
+                 help="Seconds between fsync of the spool: what a power "
+                      "loss may cost. 0 syncs every received frame. A "
+                      "crash of the agent itself loses nothing either way."),
+    cfg.IntOpt("batch_size", default=2000, min=1, mutable=True,
+               help="Points per write to a backend."),
+    cfg.FloatOpt("flush_interval", default=0.2, min=0.0, mutable=True,
+                 help="Seconds a partial batch waits for more points."),
+    cfg.FloatOpt("retry_max_interval", default=10.0, min=0.05, mutable=True,
+                 help="Longest pause between retries of a failing backend "
+                      "(exponential backoff with jitter up to this)."),
+    cfg.FloatOpt("shutdown_timeout", default=10.0, min=0.0, mutable=True,
+                 help="On SIGTERM, seconds to drain to the backends; what "
+                      "is left stays in the spool for the next start."),
+    cfg.IntOpt("max_frame_bytes", default=1 << 20, min=1024,
+               help="Largest frame accepted; larger input is dropped "
+                    "(reason oversized)."),
+    cfg.StrOpt("metrics_listen", default="",
+               help="Optional loopback HOST:PORT serving Prometheus text "
+                    "on /metrics and JSON on /status."),
+    cfg.StrOpt("socket_group", default="",
+               help="Group owning the Unix listen socket (e.g. the group "
+                    "the OpenStack services run as)."),
+    cfg.StrOpt("socket_mode", default="0600",
+               help="Octal file mode of the Unix listen socket; 0660 with "
+                    "socket_group lets the services of that group send."),
+]
+
+
+def list_opts():
+    """For oslo-config-generator (entry point ``stacktrail.agent``)."""
+    return [(GROUP, AGENT_OPTS)]
+
+
+def make_conf(argv=None, cli=True, config_files=None):
+    """A private ConfigOpts with the agent's options, parsed from argv."""
+    conf = cfg.ConfigOpts()
+    if cli:
+        conf.register_cli_opts(AGENT_OPTS, group=GROUP)
+    else:
+        conf.register_opts(AGENT_OPTS, group=GROUP)
+    if config_files is None:
+        config_files = [DEFAULT_CONFIG] if os.path.exists(DEFAULT_CONFIG) \
+            else []
+    from stacktrail import __version__
+    conf(args=list(argv or []), project="stacktrail",
+         prog="stacktrail-agent", version=__version__,
+         default_config_files=config_files)
+    return conf
+
+
+def socket_mode(text):
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise ValueError("socket_mode must be octal like 0600, got %r"
+                         % text) from None
+
+
+def status_socket_path(spool_dir):
+    """The agent's status endpoint: found from the config file alone."""
+    return os.path.join(spool_dir, "status.sock")

@@ -1,0 +1,257 @@
+"""The agent daemon: wire listener, spool and writers; handle signals.
+
+Threads: the listener (reads sockets, appends to the spool, offers each
+record to every writer), one writer per backend, the status/metrics
+servers, and the main thread, which only handles signals and housekeeping
+(fsync, deleting acknowledged segments).
+
+SIGTERM/SIGINT: stop listening (frames already in the kernel are still
+read), let every writer drain for at most ``shutdown_timeout`` seconds,
+fsync the spool and exit 0; undelivered records stay in the spool and are
+replayed by the next start.  SIGHUP: re-read the config files and apply
+the mutable options (backends, batch size, intervals, spool limit).
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+
+from stacktrail.agent import listener as listener_mod
+from stacktrail.agent import metrics
+from stacktrail.agent import opts
+from stacktrail.agent import protocol
+from stacktrail.agent import spool as spool_mod
+from stacktrail.agent import writer as writer_mod
+from stacktrail.drivers import base
+
+LOG = logging.getLogger("stacktrail.agent")
+
+HOUSEKEEPING = 0.5
+
+
+def _copy(counts):
+    """A copy of a dict another thread may be adding keys to."""
+    while True:
+        try:
+            return dict(counts)
+        except RuntimeError:
+            continue
+
+
+class ConfigError(ValueError):
+    """A configuration the agent refuses to start with (one clear line)."""
+
+
+def check_backends(connection_strings):
+    if not connection_strings:
+        raise ConfigError("no backend: set [agent] connection_string "
+                          "(e.g. redis://127.0.0.1:6379)")
+    for text in connection_strings:
+        try:
+            base.scheme_of(text)
+            driver = base.get_driver(text)
+        except base.DriverError as exc:
+            raise ConfigError("bad [agent] connection_string: %s" % exc)
+        except Exception as exc:
+            # A store that is down is not a config error: the spool holds
+            # the points until it answers.
+            LOG.debug("backend %s not ready yet: %s", text, exc)
+            continue
+        try:
+            driver.close()
+        except Exception:
+            pass
+
+
+class Agent:
+
+    def __init__(self, conf):
+        self.conf = conf
+        group = conf.agent
+        try:
+            self.address = protocol.parse_listen(group.listen)
+            mode = opts.socket_mode(group.socket_mode)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        check_backends(group.connection_string)
+        self.started = time.time()
+        self.received = 0
+        self.spool_dropped = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._reload = False
+        self._fsync_every = conf.agent.spool_fsync_interval
+        try:
+            self.spool = spool_mod.Spool(group.spool_dir,
+                                         group.spool_max_bytes)
+        except (spool_mod.SpoolLocked, OSError) as exc:
+            raise ConfigError(str(exc)) from None
+        self.writers = {}
+        self._apply_backends(group.connection_string)
+        try:
+            self.listener = listener_mod.Listener(
+                self.address, self._on_frame, group.max_frame_bytes,
+                mode=mode, group=group.socket_group)
+        except (OSError, RuntimeError, KeyError) as exc:
+            self.spool.close()
+            raise ConfigError("cannot listen on %s: %s"
+                              % (self.address, exc)) from None
+        self.status_socket = metrics.StatusSocket(
+            opts.status_socket_path(group.spool_dir), self.snapshot)
+        self.metrics = None
+        if group.metrics_listen:
+            try:
+                self.metrics = metrics.MetricsServer(group.metrics_listen,
+                                                     self.snapshot)
+            except (OSError, ValueError) as exc:
+                self.close_servers()
+                self.listener.stop()
+                self.spool.close()
+                raise ConfigError("bad metrics_listen %r: %s"
+                                  % (group.metrics_listen, exc)) from None
+
+    # --- data path (listener thread) -------------------------------------
+
+    def _on_frame(self, payload, decoded, n_points):
+        self.received += n_points
+        now_ms = int(time.time() * 1000)
+        place = self.spool.append(payload, n_points, now_ms)
+        if place is None:
+            self.spool_dropped += n_points
+            return
+        if not self._fsync_every:
+            self.spool.sync()
+        record = spool_mod.Record(place[0], place[1], now_ms, n_points,
+                                  None, decoded)
+        for writer in list(self.writers.values()):
+            writer.offer(record)
+
+    # --- backends --------------------------------------------------------
+
+    def _apply_backends(self, connection_strings):
+        group = self.conf.agent
+        wanted = list(dict.fromkeys(connection_strings))
+        for text in list(self.writers):
+            if text not in wanted:
+                LOG.info("backend %s removed", self.writers[text].name)
+                self.writers.pop(text).stop()
+        for text in wanted:
+            writer = self.writers.get(text)
+            if writer is None:
+                writer = writer_mod.Writer(
+                    text, self.spool, group.batch_size, group.flush_interval,
+                    group.retry_max_interval)
+                self.writers[text] = writer
+                writer.start()
+            writer.batch_size = group.batch_size
+            writer.flush_interval = group.flush_interval
+            writer.retry_max = group.retry_max_interval
+        self.spool.forget({w.key for w in self.writers.values()})
+
+    def reload(self):
+        """SIGHUP: re-read the config files, apply what may change live."""
+        try:
+            self.conf.reload_config_files()
+            check_backends(self.conf.agent.connection_string)
+        except Exception as exc:
+            LOG.error("config reload failed, keeping the old one: %s", exc)
+            return False
+        self.spool.max_bytes = self.conf.agent.spool_max_bytes
+        self._apply_backends(self.conf.agent.connection_string)
+        LOG.info("config reloaded: %d backend(s)", len(self.writers))
+        return True
+
+    # --- status ----------------------------------------------------------
+
+    def snapshot(self):
+        backends = [w.status() for w in list(self.writers.values())]
+        dropped = _copy(self.listener.dropped) if hasattr(self, "listener") \
+            else {}
+        if self.spool_dropped:
+            dropped["spool_full"] = self.spool_dropped
+        if self.spool.corrupt:
+            dropped["spool_corrupt"] = self.spool.corrupt
+        return {
+            "status": "ok" if all(b["state"] == "ok" for b in backends)
+            else "degraded",
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 3),
+            "listen": str(self.address),
+            "received": self.received,
+            "written": sum(b["written"] for b in backends),
+            "dropped": dropped,
+            "dropped_total": sum(dropped.values()),
+            "spooled": sum(b["spooled"] for b in backends),
+            "backend_errors": sum(b["backend_errors"] for b in backends),
+            "lag": max([b["lag"] for b in backends] or [0.0]),
+            "spool_bytes": self.spool.size,
+            "connections": self.listener.connections
+            if hasattr(self, "listener") else 0,
+            "backends": backends,
+        }
+
+    # --- main loop -------------------------------------------------------
+
+    def install_signals(self):
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop_signal(self, signum, frame):
+        self._stopping = True
+        self._wake.set()
+
+    def _on_hup(self, signum, frame):
+        self._reload = True
+        self._wake.set()
+
+    def stop(self):
+        self._on_stop_signal(None, None)
+
+    def run(self):
+        self.listener.start()
+        LOG.info("stacktrail-agent listening on %s, %d backend(s)",
+                 self.address, len(self.writers))
+        fsync_every = self._fsync_every
+        last_sync = time.monotonic()
+        while not self._stopping:
+            self._wake.wait(min(HOUSEKEEPING, fsync_every or HOUSEKEEPING))
+            self._wake.clear()
+            if self._reload:
+                self._reload = False
+                self.reload()
+            now = time.monotonic()
+            if now - last_sync >= fsync_every:
+                self.spool.sync()
+                last_sync = now
+            self._collect()
+        return self.shutdown()
+
+    def _collect(self):
+        if self.writers:
+            self.spool.collect(min(w.acked for w in self.writers.values()))
+
+    def shutdown(self):
+        deadline = time.monotonic() + self.conf.agent.shutdown_timeout
+        self.listener.stop()
+        for writer in list(self.writers.values()):
+            writer._drain_until = deadline
+            writer._wake.set()
+        for writer in list(self.writers.values()):
+            writer.drain(deadline)
+        self._collect()
+        left = {w.name: w.spool.head - w.acked
+                for w in self.writers.values() if not w.caught_up()}
+        if left:
+            LOG.warning("stopping with undelivered points kept in the spool "
+                        "(bytes per backend: %s)", left)
+        self.close_servers()
+        self.spool.close()
+        return 0
+
+    def close_servers(self):
+        self.status_socket.close()
+        if self.metrics is not None:
+            self.metrics.close()

@@ -1,0 +1,298 @@
+"""One delivery thread per backend: batch, format, write, acknowledge, retry.
+
+Each backend has its own offset in the spool, so a backend that is down
+only makes *its* offset stand still; the others keep writing.  Records
+normally reach the writer straight from the listener (``offer``, already
+decoded); when the writer is behind (backend down, or the live queue
+overflowed) it reads them back from the spool instead, in order.
+
+Formatting (UUID text, timestamps, osprofiler message dicts) happens here,
+in the agent: records are grouped in runs of one origin (project, service,
+host) and each run goes to that origin's driver as raw points, in one
+``driver.write_points`` call (one round trip for Redis).  The offset moves only when that call
+returned; any exception is a failed write: the same records are retried
+after an exponential pause with jitter, and the driver is rebuilt.
+"""
+
+import collections
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+import urllib.parse
+
+from stacktrail.common import points
+from stacktrail.drivers import base
+
+LOG = logging.getLogger(__name__)
+
+LIVE_RECORDS = 2048
+MAX_ORIGINS = 256
+RETRY_MIN = 0.25
+
+
+def backend_key(connection_string):
+    return hashlib.sha1(connection_string.encode()).hexdigest()[:12]
+
+
+def redact(connection_string):
+    """A connection string without its password, for status and logs."""
+    url = urllib.parse.urlsplit(connection_string)
+    if url.password is None:
+        return connection_string
+    netloc = url.netloc.replace(":" + url.password + "@", ":***@", 1)
+    return urllib.parse.urlunsplit(url._replace(netloc=netloc))
+
+
+def _leading_run(records):
+    """The first records of ``records`` that share one origin."""
+    origin = records[0].decoded[:3]
+    end = 1
+    while end < len(records) and records[end].decoded[:3] == origin:
+        end += 1
+    return records[:end]
+
+
+class Writer:
+    """Delivers the spool to one backend."""
+
+    def __init__(self, connection_string, spool, batch_size, flush_interval,
+                 retry_max, make_driver=base.get_driver):
+        self.connection_string = connection_string
+        self.name = "%s-%s" % (base.scheme_of(connection_string),
+                               backend_key(connection_string)[:6])
+        self.key = backend_key(connection_string)
+        self.spool = spool
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.retry_max = retry_max
+        self.make_driver = make_driver
+        self.acked = spool.load_ack(self.key)
+        self.live = collections.deque(maxlen=LIVE_RECORDS)
+        self.held = []          # records read but not yet acknowledged
+        self.written = 0
+        self.writes = 0         # store calls: written / writes = batch size
+        self.backend_errors = 0
+        # points that waited in the spool for this backend (it failed, or
+        # they were read back from disk after a restart or an overflow)
+        self.spooled = 0
+        self.state = "ok"
+        self.last_error = ""
+        self._attempt = 0
+        self._drivers = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._drain_until = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="stacktrail-writer-" + self.name)
+
+    def start(self):
+        self._thread.start()
+
+    # --- listener side ---------------------------------------------------
+
+    def offer(self, record):
+        self.live.append(record)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    # --- status ----------------------------------------------------------
+
+    @property
+    def lag(self):
+        """Seconds the oldest unacknowledged point has waited."""
+        if self.held:
+            oldest = self.held[0].received_ms
+        elif self.acked < self.spool.head:
+            live = self.live
+            oldest = live[0].received_ms if live else None
+            if oldest is None:
+                return 0.0
+        else:
+            return 0.0
+        return max(0.0, time.time() - oldest / 1000.0)
+
+    def status(self):
+        return {"name": self.name,
+                "connection_string": redact(self.connection_string),
+                "state": self.state, "written": self.written,
+                "writes": self.writes,
+                "backend_errors": self.backend_errors,
+                "spooled": self.spooled, "lag": round(self.lag, 3),
+                "pending_bytes": self.spool.head - self.acked,
+                "last_error": self.last_error}
+
+    # --- delivery thread -------------------------------------------------
+
+    def _run(self):
+        while not self._stop.is_set():
+            if self._drain_until is not None and \
+                    time.monotonic() > self._drain_until:
+                return
+            if not self._fill():
+                if self._drain_until is not None:
+                    return   # drained: nothing left for this backend
+                self._wake.wait(self.flush_interval or 0.05)
+                self._wake.clear()
+                continue
+            if not self._batch_ready():
+                continue
+            if self._write():
+                self._attempt = 0
+            else:
+                self._pause()
+
+    def _batch_ready(self):
+        """Wait for a fuller batch, at most ``flush_interval`` after the
+        oldest held point arrived (no wait when draining or replaying)."""
+        if self._drain_until is not None:
+            return True
+        held_points = sum(r.n_points for r in self.held)
+        if held_points >= self.batch_size:
+            return True
+        wait = (self.held[0].received_ms / 1000.0 + self.flush_interval
+                - time.time())
+        if wait <= 0:
+            return True
+        self._wake.wait(min(wait, self.flush_interval))
+        self._wake.clear()
+        self._fill()
+        return False
+
+    def _fill(self):
+        """Top up ``held`` with the next records; False when none."""
+        expected = self.held[-1].end if self.held else self.acked
+        count = sum(r.n_points for r in self.held)
+        live = self.live
+        while count < self.batch_size:
+            while live and live[0].end <= expected:
+                live.popleft()
+            if live and live[0].start == expected:
+                record = live.popleft()
+                if self.state != "ok":
+                    self.spooled += record.n_points
+            elif expected < self.spool.head:
+                record = self._from_disk(expected)
+                if record is None:
+                    break
+                self.spooled += record.n_points
+            else:
+                break
+            self.held.append(record)
+            expected = record.end
+            count += record.n_points
+        return bool(self.held)
+
+    def _from_disk(self, offset):
+        """The record at ``offset`` read back from the spool, decoded."""
+        records = self.spool.read(offset, 1)
+        if not records:
+            return None
+        record = records[0]
+        try:
+            decoded = json.loads(record.payload)
+        except ValueError:  # cannot happen for our own records; skip it
+            decoded = [None, None, None, []]
+        return record._replace(decoded=decoded)
+
+    def _write(self):
+        """Write ``held`` in runs of one origin; True when all acknowledged.
+
+        Each run is acknowledged as soon as its store call returns, so a
+        failure part-way never makes the retry write a run twice.
+        """
+        origin = None
+        try:
+            while self.held:
+                run = _leading_run(self.held)
+                origin = tuple(run[0].decoded[:3])
+                batch = [p for record in run for p in record.decoded[3]]
+                self._driver_for(origin).write_points(batch)
+                del self.held[:len(run)]
+                self.acked = run[-1].end
+                self.written += len(batch)
+                self.writes += 1
+        except Exception as exc:  # any failure: keep the records, retry
+            self._failed(exc, origin)
+            self._save_ack()
+            return False
+        self._save_ack()
+        if self.state != "ok":
+            LOG.warning("backend %s is back", self.name)
+        self.state = "ok"
+        return True
+
+    def _driver_for(self, origin):
+        """One driver per (project, service, host): stores take those from
+        the driver, and formatting raw points there is the fast path."""
+        driver = self._drivers.get(origin)
+        if driver is None:
+            if len(self._drivers) >= MAX_ORIGINS:
+                self._close_driver(next(iter(self._drivers)))
+            project, service, host = origin
+            driver = self.make_driver(self.connection_string,
+                                      project=project, service=service,
+                                      host=host or points.HOST)
+            self._drivers[origin] = driver
+        return driver
+
+    def _close_driver(self, origin):
+        driver = self._drivers.pop(origin, None)
+        if driver is not None:
+            try:
+                driver.close()
+            except Exception:
+                pass
+
+    def _save_ack(self):
+        try:
+            self.spool.save_ack(self.key, self.acked)
+        except OSError as exc:
+            LOG.warning("cannot save offset of %s: %s", self.name, exc)
+
+    def _failed(self, exc, origin):
+        self.backend_errors += 1
+        self.last_error = ("%s: %s" % (type(exc).__name__, exc))[:300]
+        if self.state == "ok":
+            LOG.warning("backend %s failed, spooling until it answers: %s",
+                        self.name, self.last_error)
+        if self.state == "ok":   # what it held now waits in the spool
+            self.spooled += sum(r.n_points for r in self.held)
+        self.state = "retrying"
+        self._close_driver(origin)   # rebuilt (reconnected) on the retry
+
+    def _pause(self):
+        """Exponential backoff with jitter (half fixed, half random)."""
+        self._attempt += 1
+        delay = min(self.retry_max, RETRY_MIN * 2 ** min(self._attempt, 20))
+        delay = delay / 2 + random.uniform(0, delay / 2)
+        if self._drain_until is not None:
+            delay = min(delay, max(0.0, self._drain_until - time.monotonic()))
+            if delay <= 0:
+                self._stop.set()
+                return
+        self._stop.wait(delay)
+
+    # --- control -----------------------------------------------------------
+
+    def drain(self, deadline):
+        """Write what is left until caught up or ``deadline`` (monotonic)."""
+        self._drain_until = deadline
+        self._wake.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self.stop()
+
+    def stop(self):
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive() and \
+                self._thread is not threading.current_thread():
+            self._thread.join(5.0)
+        for origin in list(self._drivers):
+            self._close_driver(origin)
+        self._save_ack()
+
+    def caught_up(self):
+        return not self.held and self.acked >= self.spool.head

@@ -1,0 +1,205 @@
+"""``agent://``: hand trace points to the node's stacktrail-agent.
+
+    agent:///run/stacktrail/agent.sock         Unix stream socket (default)
+    agent://127.0.0.1:6832                     TCP on loopback
+    agent://127.0.0.1:6832?transport=udp       UDP on loopback
+    ...?timeout=0.25                           seconds one send may wait
+
+The request thread never sees this module: it only appends the raw point to
+the BufferedSink (``make_sink``).  The sink's flusher thread calls
+``write_points`` with a batch; this driver encodes it compactly (ints and
+nanoseconds, project/service/host once per frame, see
+``stacktrail.agent.protocol``) and sends it with a short timeout.
+
+When the agent is down, restarting or too slow, the batch is dropped and
+counted (``stats()``), the connection is closed and retried later with a
+growing, jittered pause; ``write_points`` then raises ``AgentUnavailable``
+so that the sink counts the loss too and backs off.  Nothing here ever
+blocks longer than the send timeout, and never on the request thread.
+
+Why a Unix *stream* socket by default: see ``stacktrail.agent.listener``
+(measured: datagrams lose most of a burst at this machine's default queue
+limits; a stream with a larger send buffer lost none, and tells the sender
+at once when the agent is gone).
+
+Forked workers reconnect on their own (``after_fork``); under eventlet the
+original, unpatched socket module is used, because the flusher is a real OS
+thread.  Stdlib only.
+"""
+
+import errno
+import os
+import random
+import sys
+import threading
+import time
+
+from stacktrail.agent import protocol
+from stacktrail.drivers import base
+
+WRITE_ONLY = ("agent:// is write-only: read traces from the store the agent "
+              "writes to (its [agent] connection_string)")
+SEND_BUFFER = 4 << 20
+# Longest a send may wait for a slow agent.  Only the flusher thread waits
+# (the request thread never does); the in-process buffer absorbs the pause.
+SEND_TIMEOUT = 0.25
+RETRY_MIN = 0.05
+RETRY_MAX = 2.0
+
+
+class AgentUnavailable(OSError):
+    """The batch could not be handed to the agent (already counted)."""
+
+
+def _socket_module():
+    """The real socket module, even when eventlet has patched it."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched("socket"):
+        return patcher.original("socket")
+    import socket
+    return socket
+
+
+class AgentDriver(base.Driver):
+    """Sends batches of raw points to the local agent."""
+
+    def __init__(self, connection_str, project=None, service=None, host=None,
+                 conf=None, **kwargs):
+        super().__init__(connection_str, project=project, service=service,
+                         host=host, conf=conf, **kwargs)
+        try:
+            self.address, options = protocol.parse_agent_url(connection_str)
+            self.timeout = float(options.get("timeout", SEND_TIMEOUT))
+        except ValueError as exc:
+            raise base.DriverError(str(exc)) from None
+        self.max_frame = (protocol.MAX_DATAGRAM if self.address.kind == "udp"
+                          else protocol.MAX_FRAME)
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self):
+        self._sock = None
+        self._pid = os.getpid()
+        self._retry_at = 0.0
+        self._pause = 0.0
+        self.sent = 0
+        self.frames = 0
+        self.dropped = 0
+        self.drops = {}
+
+    # counters
+
+    def stats(self):
+        return {"sent": self.sent, "frames": self.frames,
+                "dropped": self.dropped, "drops": dict(self.drops),
+                "connected": self._sock is not None}
+
+    def _drop(self, reason, count):
+        if count:
+            self.dropped += count
+            self.drops[reason] = self.drops.get(reason, 0) + count
+
+    # write side (flusher thread)
+
+    def write_points(self, batch):
+        if os.getpid() != self._pid:
+            self.after_fork()
+        frames, lost = protocol.encode_batch(
+            batch, self.project, self.service, self.host, self.max_frame)
+        self._drop("unencodable", lost)
+        with self._lock:
+            self._send_frames(frames)
+
+    def _send_frames(self, frames):
+        sock = self._connect()
+        for index, (data, count) in enumerate(frames):
+            if sock is None:
+                self._drop("agent_unavailable",
+                           sum(n for _, n in frames[index:]))
+                raise AgentUnavailable(
+                    errno.ECONNREFUSED, "stacktrail agent at %s unavailable"
+                    % self.address)
+            try:
+                sock.sendall(data)
+            except OSError:
+                # A stream may now hold half a frame: only a new connection
+                # is safe (the agent discards the torn tail on close).
+                self._disconnect()
+                self._drop("agent_unavailable",
+                           sum(n for _, n in frames[index:]))
+                raise AgentUnavailable(
+                    errno.EPIPE, "stacktrail agent at %s did not take the "
+                    "batch" % self.address) from None
+            self.sent += count
+            self.frames += 1
+        self._pause = 0.0
+
+    def _connect(self):
+        if self._sock is not None:
+            return self._sock
+        now = time.monotonic()
+        if now < self._retry_at:
+            return None
+        socket = _socket_module()
+        sock = socket.socket(self.address.family, self.address.socktype)
+        try:
+            sock.settimeout(self.timeout)
+            if self.address.is_stream:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                SEND_BUFFER)
+            sock.connect(self.address.target)
+        except OSError:
+            sock.close()
+            self._schedule_retry(now)
+            return None
+        self._sock = sock
+        return sock
+
+    def _schedule_retry(self, now):
+        """Pause before the next connect: doubling, with jitter so that the
+        workers of a node do not all knock at the same instant."""
+        self._pause = min(max(self._pause * 2, RETRY_MIN), RETRY_MAX)
+        self._retry_at = now + self._pause * random.uniform(0.5, 1.0)
+
+    def _disconnect(self):
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        self._schedule_retry(time.monotonic())
+
+    def after_fork(self):
+        """In a forked child: never share the parent's connection."""
+        sock = self._sock
+        self._lock = threading.Lock()
+        self._reset()
+        if sock is not None:
+            # Closing the child's copy of the descriptor leaves the parent's
+            # connection open: the agent sees EOF only when both close it.
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def notify(self, info, **kwargs):
+        from stacktrail.common import points
+        self.write_points([points.from_message(info)])
+
+    def close(self):
+        with self._lock:
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    # read side
+
+    def get_messages(self, base_id):
+        raise base.DriverError(WRITE_ONLY)
+
+    def list_traces(self, fields=None):
+        raise base.DriverError(WRITE_ONLY)
+
+    def list_error_traces(self):
+        raise base.DriverError(WRITE_ONLY)
