@@ -1,0 +1,1 @@
+"""Console scripts: ``stacktrail`` (cli) and ``stacktrail-agent`` (agent)."""

@@ -1,0 +1,401 @@
+"""``stacktrail``: read traces from a store or a file and show them.
+
+    stacktrail trace show <base_id|file> [--text|--json|--html|--dot]
+                          [--out FILE] [--connection-string S]
+    stacktrail trace list [--error-trace] [--limit N] [--json]
+    stacktrail agent status [--config-file F]
+    stacktrail --version
+
+The connection string comes from ``--connection-string``, else the
+``STACKTRAIL_CONNECTION_STRING`` environment variable, else ``[profiler]
+connection_string`` of ``--config-file``.
+
+Every failure is one line on stderr and a non-zero exit status (1, or 2
+for a usage error); ``--debug`` shows the traceback and driver logs too.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import urllib.parse
+
+import stacktrail
+
+ENV_CONNECTION = "STACKTRAIL_CONNECTION_STRING"
+PROG = "stacktrail"
+
+
+class CLIError(Exception):
+    """A failure the user can act on, said in one line."""
+
+
+# connection string and config file
+
+def load_config(config_files):
+    """A private ConfigOpts with the [profiler] options, read from files.
+
+    Private so that the CLI never touches (or is touched by) the global
+    CONF of a library imported in the same process.
+    """
+    from oslo_config import cfg
+
+    conf = cfg.ConfigOpts()
+    try:
+        from stacktrail import opts
+        opts.register_opts(conf)
+    except ImportError:  # the options module is optional for the CLI
+        conf.register_opts([cfg.StrOpt("connection_string")],
+                           group="profiler")
+    args = []
+    for path in config_files:
+        args += ["--config-file", path]
+    try:
+        conf(args=args, project=PROG, default_config_files=[],
+             default_config_dirs=[], use_env=False)
+    except cfg.ConfigFilesNotFoundError as exc:
+        raise CLIError("config file not found or unreadable: %s"
+                       % ", ".join(exc.config_files)) from None
+    except cfg.Error as exc:
+        raise CLIError("bad config file: %s" % _one_line(exc)) from None
+    return conf
+
+
+def connection_string(args, conf):
+    """Option, then environment, then config file (None if none of them)."""
+    if getattr(args, "connection_string", None):
+        return args.connection_string
+    if os.environ.get(ENV_CONNECTION):
+        return os.environ[ENV_CONNECTION]
+    if conf is not None:
+        return conf.profiler.connection_string
+    return None
+
+
+def redact(conn_str):
+    """A connection string fit for a message: the password hidden."""
+    try:
+        parts = urllib.parse.urlsplit(conn_str)
+        if parts.password:
+            netloc = parts.netloc.replace(":%s@" % parts.password, ":***@", 1)
+            return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        pass
+    return conn_str
+
+
+def _one_line(exc):
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def open_driver(args):
+    from stacktrail.drivers import base
+
+    conf = load_config(args.config_file) if args.config_file else None
+    conn_str = connection_string(args, conf)
+    if not conn_str:
+        raise CLIError("no trace store given: use --connection-string, %s "
+                       "or [profiler] connection_string in --config-file"
+                       % ENV_CONNECTION)
+    try:
+        return base.get_driver(conn_str, conf=conf), redact(conn_str)
+    except base.DriverError as exc:
+        raise CLIError(_one_line(exc)) from None
+    except Exception as exc:
+        raise CLIError("cannot use %s: %s"
+                       % (redact(conn_str), _one_line(exc))) from None
+
+
+# reading traces
+
+def messages_from_file(path):
+    """Messages from JSON lines (the file:// format), or a JSON list of
+    messages, or a saved report (returned as such)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            body = f.read()
+    except OSError as exc:
+        raise CLIError("cannot read %s: %s" % (path, exc.strerror)) from None
+    stripped = body.strip()
+    if not stripped:
+        raise CLIError("%s is empty" % path)
+    try:
+        whole = json.loads(stripped)
+    except ValueError:
+        whole = None
+    if isinstance(whole, dict) and "children" in whole and "info" in whole:
+        return None, whole
+    if isinstance(whole, list):
+        return whole, None
+    if isinstance(whole, dict):
+        return [whole], None
+    messages = []
+    for number, line in enumerate(body.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            messages.append(json.loads(line))
+        except ValueError:
+            raise CLIError("%s line %d is not JSON" % (path, number)) from None
+    return messages, None
+
+
+def report_from_file(path):
+    from stacktrail.report import tree
+
+    messages, report = messages_from_file(path)
+    if report is not None:
+        return report
+    messages = [m for m in messages if isinstance(m, dict)]
+    base_ids = {m.get("base_id") for m in messages}
+    if len(base_ids) > 1:
+        raise CLIError("%s holds %d traces: use `stacktrail trace show "
+                       "<base_id> --connection-string file://%s`"
+                       % (path, len(base_ids), os.path.abspath(path)))
+    report = tree.build(messages)
+    if not report["children"]:
+        raise CLIError("%s holds no trace points" % path)
+    return report
+
+
+def report_from_store(base_id, args):
+    driver, where = open_driver(args)
+    try:
+        report = driver.get_report(base_id)
+    except CLIError:
+        raise
+    except Exception as exc:
+        raise CLIError("cannot read trace %s from %s: %s"
+                       % (base_id, where, _one_line(exc))) from None
+    finally:
+        _close(driver)
+    if not report or not report.get("children"):
+        raise CLIError("trace %s not found in %s" % (base_id, where))
+    return report
+
+
+def _close(driver):
+    try:
+        driver.close()
+    except Exception:  # closing must not hide the real outcome
+        logging.getLogger(__name__).debug("close failed", exc_info=True)
+
+
+def _looks_like_path(target):
+    return (os.sep in target or target.endswith((".json", ".jsonl"))
+            or target.startswith("."))
+
+
+# commands
+
+def cmd_trace_show(args):
+    from stacktrail import report as reports
+
+    if os.path.exists(args.target):
+        report = report_from_file(args.target)
+    elif _looks_like_path(args.target):
+        raise CLIError("no such file: %s" % args.target)
+    else:
+        report = report_from_store(args.target, args)
+    output = reports.render(report, args.format)
+    _write(output, args.out)
+    return 0
+
+
+def cmd_trace_list(args):
+    driver, where = open_driver(args)
+    try:
+        if args.error_trace:
+            traces = driver.list_error_traces()
+        else:
+            traces = driver.list_traces()
+    except Exception as exc:
+        raise CLIError("cannot list traces in %s: %s"
+                       % (where, _one_line(exc))) from None
+    finally:
+        _close(driver)
+    traces = sorted(traces, key=lambda t: str(t.get("timestamp", "")),
+                    reverse=True)
+    if args.limit is not None:
+        traces = traces[:args.limit]
+    if args.json:
+        _write(json.dumps(traces, indent=2, default=str) + "\n", None)
+        return 0
+    from stacktrail.report.text import clean
+    lines = ["%-26s  %s" % ("timestamp", "base_id")]
+    lines += ["%-26s  %s" % (clean(t.get("timestamp", "")),
+                             clean(t.get("base_id", ""))) for t in traces]
+    if not traces:
+        lines = ["no %straces in %s" % ("error " if args.error_trace else "",
+                                        where)]
+    _write("\n".join(lines) + "\n", None)
+    return 0
+
+
+def cmd_agent_status(args, extra):
+    """Delegate to stacktrail.agent.status, imported only when asked for."""
+    try:
+        from stacktrail.agent import status
+    except ImportError as exc:
+        raise CLIError("agent status is not available: %s"
+                       % _one_line(exc)) from None
+    parser = argparse.ArgumentParser(prog="%s agent status" % PROG)
+    status.add_arguments(parser)
+    agent_args = parser.parse_args(extra)
+    if getattr(agent_args, "config_file", None) is None and args.config_file:
+        agent_args.config_file = list(args.config_file)
+    return status.run(agent_args)
+
+
+def _write(output, path):
+    if path is None:
+        sys.stdout.write(output)
+        sys.stdout.flush()
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(output)
+    except OSError as exc:
+        raise CLIError("cannot write %s: %s" % (path, exc.strerror)) from None
+
+
+# parser
+
+def _store_options(parser):
+    parser.add_argument("--connection-string", metavar="S",
+                        help="trace store, e.g. redis://127.0.0.1:6379 "
+                             "(default: $%s, then [profiler] "
+                             "connection_string of --config-file)"
+                             % ENV_CONNECTION)
+    # Also accepted after the subcommand; SUPPRESS keeps a global value.
+    parser.add_argument("--config-file", action="append",
+                        default=argparse.SUPPRESS, metavar="FILE",
+                        help=argparse.SUPPRESS)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Show traces recorded by stacktrail or "
+                               "osprofiler.")
+    parser.add_argument("--version", action="version",
+                        version="%s %s" % (PROG, stacktrail.__version__))
+    parser.add_argument("--config-file", action="append", default=[],
+                        metavar="FILE",
+                        help="oslo.config file with a [profiler] section "
+                             "(repeatable)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show driver logs and tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    trace = commands.add_parser("trace", help="show or list traces")
+    trace_commands = trace.add_subparsers(dest="trace_command",
+                                          metavar="{show,list}")
+    trace_commands.required = True
+
+    show = trace_commands.add_parser(
+        "show", help="show one trace",
+        description="Show one trace: a base_id read from the store, or a "
+                    "file of JSON-lines messages, a JSON list of messages "
+                    "or a saved JSON report.")
+    show.add_argument("target", metavar="BASE_ID|FILE")
+    formats = show.add_mutually_exclusive_group()
+    for fmt, help_text in (
+            ("text", "a text tree with the critical path (default)"),
+            ("json", "the report as JSON (osprofiler's structure)"),
+            ("html", "one self-contained interactive HTML page"),
+            ("dot", "a Graphviz digraph")):
+        formats.add_argument("--" + fmt, dest="format", action="store_const",
+                             const=fmt, help=help_text)
+    show.set_defaults(format="text", func=cmd_trace_show)
+    show.add_argument("--out", metavar="FILE",
+                      help="write to FILE instead of stdout")
+    _store_options(show)
+
+    listing = trace_commands.add_parser("list", help="list stored traces")
+    listing.add_argument("--error-trace", action="store_true",
+                         help="only traces that recorded an error")
+    listing.add_argument("--limit", type=_positive, metavar="N",
+                         help="only the N most recent")
+    listing.add_argument("--json", action="store_true",
+                         help="print JSON instead of a table")
+    listing.set_defaults(func=cmd_trace_list)
+    _store_options(listing)
+
+    agent = commands.add_parser("agent", help="the per-node agent")
+    agent_commands = agent.add_subparsers(dest="agent_command",
+                                          metavar="{status}")
+    agent_commands.required = True
+    agent_commands.add_parser(
+        "status", add_help=False,
+        help="ask the local agent for its status (options: see "
+             "`stacktrail agent status --help`)")
+    return parser
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a positive integer, got %r"
+                                         % text)
+    return value
+
+
+def _configure_logging(debug):
+    # Without --debug, library log records (a driver's retry warnings,
+    # stevedore's load errors with tracebacks) would break the promise of
+    # one line per failure, so only --debug shows them.
+    root = logging.getLogger()
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    else:
+        root.addHandler(logging.NullHandler())
+        root.setLevel(logging.CRITICAL + 1)
+
+
+def main(argv=None):
+    """Console entry point; ``argv`` given means a library caller, whose
+    logging setup is left alone."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    agent_status = args.command == "agent"
+    if extra and not agent_status:
+        parser.error("unrecognized arguments: %s" % " ".join(extra))
+    if argv is None:
+        _configure_logging(args.debug)
+    try:
+        if agent_status:
+            return cmd_agent_status(args, extra)
+        return args.func(args)
+    except CLIError as exc:
+        print("%s: error: %s" % (PROG, exc), file=sys.stderr)
+    except KeyboardInterrupt:
+        print("%s: interrupted" % PROG, file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. piped into head): not an error to report.
+        _silence_stdout()
+        return 1
+    except Exception as exc:
+        if args.debug:
+            raise
+        print("%s: error: %s: %s" % (PROG, type(exc).__name__,
+                                     _one_line(exc)), file=sys.stderr)
+    return 1
+
+
+def _silence_stdout():
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The report as one self-contained HTML page: an interactive waterfall.
+
+The page works offline: its CSS and JS come from ``assets/`` and are
+inlined, nothing is fetched (a Content-Security-Policy forbids it anyway).
+The report travels as JSON in a ``<script type="application/json">``
+block with ``<``, ``>`` and ``&`` written as ``\\u003c``-style escapes, so
+no string in the trace can close the block or start markup; the script
+builds the DOM with ``textContent`` only.
+"""
+
+import json
+import pathlib
+import re
+
+from stacktrail.report import text
+
+ASSETS = pathlib.Path(__file__).with_name("assets")
+_SLOT = re.compile(r"/\*STACKTRAIL_(CSS|JS|DATA)\*/")
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                 "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_JSON_UNSAFE = re.compile("[<>&\u2028\u2029]")
+
+
+def embed_json(value):
+    """JSON text that is inert inside an HTML script element."""
+    dumped = json.dumps(value, default=str, separators=(",", ":"))
+    return _JSON_UNSAFE.sub(lambda m: _JSON_ESCAPES[m.group()], dumped)
+
+
+def _asset(name):
+    return (ASSETS / name).read_text(encoding="utf-8")
+
+
+def _inline(name):
+    body = _asset(name)
+    # Inlined verbatim: it must not be able to end its own element.
+    if re.search(r"</(script|style)", body, re.IGNORECASE):
+        raise ValueError("asset %s contains a closing tag" % name)
+    return body
+
+
+def render(report):
+    text.ensure_analysis(report)
+    parts = {"CSS": _inline("report.css"), "JS": _inline("report.js"),
+             "DATA": embed_json(report)}
+    # One pass over the template: text inserted for one slot is never
+    # scanned for another, whatever the trace contains.
+    return _SLOT.sub(lambda m: parts[m.group(1)], _asset("template.html"))
