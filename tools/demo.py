@@ -11,13 +11,13 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import wsgiref.simple_server
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-STATE = os.path.join(os.path.dirname(HERE), ".stacktrail-demo")
+STATE = os.environ.get("STACKTRAIL_DEMO_DIR") or os.path.join(
+    os.path.dirname(HERE), ".stacktrail-demo")
 STORE = "sqlite:///" + os.path.join(STATE, "traces.db")
 
 
@@ -30,10 +30,12 @@ def configure(service, key):
     from oslo_config import cfg
     from stacktrail import initializer
     conf = cfg.ConfigOpts()
-    with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+    path = os.path.join(STATE, service + ".conf")
+    with open(path, "w") as f:
         f.write("[profiler]\nenabled = true\nhmac_keys = %s\n"
-                "connection_string = %s\n" % (key, STORE))
-    conf(["--config-file", f.name], project="demo")
+                "connection_string = %s\n"
+                "trace_rpc = false\n" % (key, STORE))  # no RPC here
+    conf(["--config-file", path], project="demo")
     initializer.init_from_conf(conf, None, "demo", service, "demo-host")
 
 

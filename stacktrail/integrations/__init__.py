@@ -8,6 +8,7 @@ client library it does not use.
 
 import importlib
 import logging
+import sys
 
 LOG = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ def apply(flags):
 
 
 def _apply_one(flag, wanted):
+    if not wanted and _loaded(flag) is None:
+        return False  # never switched on: nothing to undo, nothing to import
     try:
         mod = module(flag)
     except ImportError as exc:
@@ -62,10 +65,11 @@ def _apply_one(flag, wanted):
     return bool(getattr(mod, "is_enabled", lambda: False)())
 
 
+def _loaded(flag):
+    return sys.modules.get(__name__ + "." + FLAGS[flag])
+
+
 def status():
     """{flag: enabled} for the integrations imported so far."""
-    out = {}
-    for flag, name in FLAGS.items():
-        mod = importlib.sys.modules.get(__name__ + "." + name)
-        out[flag] = bool(mod and mod.is_enabled())
-    return out
+    return {flag: bool(_loaded(flag) and _loaded(flag).is_enabled())
+            for flag in FLAGS}
