@@ -53,6 +53,14 @@ def real_threading():
     return threading
 
 
+def _real_sleep():
+    """``time.sleep`` that blocks only the calling OS thread."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched("time"):
+        return patcher.original("time").sleep
+    return time.sleep
+
+
 def _one_line(exc):
     """An error as one short line: never a statement or its parameters."""
     text = str(exc).strip().splitlines()
@@ -151,12 +159,13 @@ class BufferedSink(sink.Sink):
     # flusher thread
 
     def _run(self, generation):
+        sleep = _real_sleep()
         while generation == self._generation:
             if len(self._buffer) < self.batch_size:
                 self._wake.wait(self.interval)
             self._wake.clear()
             if self._backoff:
-                time.sleep(self._backoff)
+                sleep(self._backoff)
             with self._flush_lock:
                 self._drain(None)
 
@@ -226,13 +235,25 @@ class BufferedSink(sink.Sink):
         deadline = None if timeout is None else time.monotonic() + timeout
         if os.getpid() != self._pid:  # forked without the at-fork hook
             self._after_fork()
-        if not self._flush_lock.acquire(timeout=-1 if timeout is None
-                                        else max(timeout, 0)):
+        if not self._acquire(deadline):
             return False
         try:
             return self._drain(deadline) and not self._buffer
         finally:
             self._flush_lock.release()
+
+    def _acquire(self, deadline):
+        """Take the flush lock by polling with ``time.sleep``.
+
+        Under eventlet that sleep is green: a greenthread waiting here lets
+        the hub run, so it can neither stall the service nor deadlock with
+        another greenthread that holds the lock across green I/O.
+        """
+        while not self._flush_lock.acquire(blocking=False):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        return True
 
     def close(self, timeout=None):
         """Flush, stop the flusher and release the driver's connections.

@@ -102,7 +102,10 @@ class Driver:
     def make_sink(self):
         """The sink the notifier installs: a bounded buffer and a flusher."""
         from stacktrail.common import buffer
-        return buffer.BufferedSink(self)
+        size = self.option("buffer_size")  # [profiler] buffer_size
+        if size is None:
+            return buffer.BufferedSink(self)
+        return buffer.BufferedSink(self, max_points=int(size))
 
     def write_points(self, batch):
         """Format a batch of raw points and store it."""

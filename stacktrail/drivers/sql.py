@@ -1,0 +1,255 @@
+"""SQL stores through SQLAlchemy 2: ``sqlite:///PATH``, ``postgresql://``,
+``mysql+pymysql://`` (any URL SQLAlchemy accepts for those schemes).
+
+One table, ``stacktrail_points``: a row per trace point, with the columns a
+query needs (ids, name, time, who wrote it, whether it failed) and the full
+osprofiler message as JSON text.  The schema is created once per driver
+(``checkfirst``), each batch is one committed bulk insert, and the read side
+is SQLAlchemy Core.  The engine never logs SQL parameters
+(``hide_parameters``), and errors are reduced to one line without them.
+"""
+
+import contextlib
+import datetime
+import json
+
+from stacktrail.drivers import base
+
+TABLE = "stacktrail_points"
+TEXT_LEN = 255
+EPOCH = datetime.datetime(1970, 1, 1)
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def _import_sqlalchemy():
+    try:
+        import sqlalchemy
+    except ImportError:
+        raise base.DriverError("SQL stores need SQLAlchemy 2: pip install "
+                               "'stacktrail[sql]'") from None
+    return sqlalchemy
+
+
+def make_table(sa, metadata):
+    """The table; MySQL gets microsecond DATETIME and a large text type."""
+    from sqlalchemy.dialects import mysql
+    ident = sa.String(TEXT_LEN)
+    when = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql",
+                                      "mariadb")
+    body = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+    key = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    return sa.Table(
+        TABLE, metadata,
+        sa.Column("id", key, primary_key=True, autoincrement=True),
+        sa.Column("base_id", ident, nullable=False),
+        sa.Column("trace_id", ident),
+        sa.Column("parent_id", ident),
+        sa.Column("name", ident),
+        sa.Column("timestamp", when, nullable=False),
+        sa.Column("project", ident),
+        sa.Column("service", ident),
+        sa.Column("host", ident),
+        sa.Column("is_error", sa.Boolean, nullable=False, default=False),
+        sa.Column("message", body, nullable=False),
+        # base_id first: a trace's rows and its start time from one index.
+        sa.Index("ix_%s_base_id_timestamp" % TABLE, "base_id", "timestamp"),
+        sa.Index("ix_%s_timestamp" % TABLE, "timestamp"),
+        sa.Index("ix_%s_is_error" % TABLE, "is_error"),
+        mysql_engine="InnoDB", mysql_charset="utf8mb4",
+    )
+
+
+def _clip(value):
+    """Column copies are clipped; the message keeps the full text."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text[:TEXT_LEN]
+
+
+def _is_error(message):
+    info = message.get("info")
+    return isinstance(info, dict) and info.get("etype") is not None
+
+
+class SQLDriver(base.Driver):
+
+    def __init__(self, connection_str, *args, **kwargs):
+        super().__init__(connection_str, *args, **kwargs)
+        self.sa = sa = _import_sqlalchemy()
+        self.table = make_table(sa, sa.MetaData())
+        self._schema_ready = False
+        self.engine = self._engine()
+
+    @classmethod
+    def get_name(cls):
+        return "sql"
+
+    def _engine(self):
+        sa = self.sa
+        try:
+            url = sa.engine.make_url(self.connection_str)
+            options = {"pool_pre_ping": True, "hide_parameters": True}
+            if url.get_backend_name() == "sqlite" and \
+                    url.database in (None, "", ":memory:"):
+                # Each pooled connection would see its own empty database.
+                raise ValueError("sqlite needs a file path, e.g. "
+                                 "sqlite:////var/lib/stacktrail/traces.db")
+            if url.get_backend_name() == "sqlite":
+                # The flusher writes and the caller reads on other threads;
+                # concurrent writers wait for the lock instead of failing.
+                options["connect_args"] = {"check_same_thread": False,
+                                           "timeout": 30}
+            # No connection here: a service starts while its store is down.
+            engine = sa.create_engine(url, **options)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError,
+                ImportError, ValueError) as exc:
+            raise base.DriverError("bad SQL connection string %s: %s" % (
+                self._safe_url(), _first_line(exc))) from None
+        self.where = engine.url.render_as_string(hide_password=True)
+        return engine
+
+    def _safe_url(self):
+        head, sep, rest = self.connection_str.partition("://")
+        userinfo, at, hosts = rest.rpartition("@")
+        return head + sep + ("***@" if at else "") + hosts
+
+    @contextlib.contextmanager
+    def _store_errors(self):
+        """Read-side failures as one line, without SQL or parameters."""
+        try:
+            yield
+        except self.sa.exc.SQLAlchemyError as exc:
+            raise base.DriverError("SQL store %s: %s" % (
+                self.where, _first_line(getattr(exc, "orig", None) or exc))
+            ) from None
+
+    def ensure_schema(self):
+        """Create the table and indexes if missing, once per driver.
+
+        Workers forked together may race to create it; the loser finds it
+        there on its second look.
+        """
+        if self._schema_ready:
+            return
+        for attempt in (1, 2):
+            try:
+                self.table.metadata.create_all(self.engine, checkfirst=True)
+                break
+            except self.sa.exc.DBAPIError:
+                if attempt == 2:
+                    raise
+        self._schema_ready = True
+
+    # write side
+
+    def write_points(self, batch):
+        rows = []
+        for point, message in zip(batch, self.format_points(batch)):
+            rows.append(self._row(message, EPOCH + datetime.timedelta(
+                microseconds=point[5] // 1000)))
+        self._insert(rows)
+
+    def write_messages(self, messages):
+        self._insert([self._row(m, datetime.datetime.strptime(
+            m["timestamp"], TS_FORMAT)) for m in messages])
+
+    def notify(self, info, **kwargs):
+        message = dict(info)
+        message.setdefault("project", self.project)
+        message.setdefault("service", self.service)
+        self.write_messages([message])
+
+    def _row(self, message, when):
+        info = message.get("info")
+        host = info.get("host") if isinstance(info, dict) else None
+        return {"base_id": _clip(message["base_id"]),
+                "trace_id": _clip(message.get("trace_id")),
+                "parent_id": _clip(message.get("parent_id")),
+                "name": _clip(message.get("name")),
+                "timestamp": when,
+                "project": _clip(message.get("project")),
+                "service": _clip(message.get("service")),
+                "host": _clip(host),
+                "is_error": _is_error(message),
+                "message": base.to_json(message)}
+
+    def _insert(self, rows):
+        if not rows:
+            return
+        self.ensure_schema()
+        with self.engine.begin() as conn:  # commits, or rolls back on error
+            conn.execute(self.table.insert(), rows)
+
+    def close(self):
+        self.engine.dispose()
+
+    def after_fork(self):
+        # The parent's pooled connections must not be used (or closed) by
+        # the child: forget them and open new ones.
+        self.engine.dispose(close=False)
+
+    # read side
+
+    def _readable(self):
+        """False when nothing was ever written (no table: nothing to read)."""
+        if self._schema_ready:
+            return True
+        self._schema_ready = self.sa.inspect(self.engine).has_table(TABLE)
+        return self._schema_ready
+
+    def _rows(self, query):
+        with self._store_errors():
+            if not self._readable():
+                return []
+            with self.engine.connect() as conn:
+                return conn.execute(query).all()
+
+    def get_messages(self, base_id):
+        t = self.table
+        query = (self.sa.select(t.c.message).where(t.c.base_id == base_id)
+                 .order_by(t.c.timestamp, t.c.id))
+        return [json.loads(row.message) for row in self._rows(query)]
+
+    def _firsts(self, only_errors=False):
+        """(base_id, earliest timestamp) per trace, oldest trace first."""
+        sa, t = self.sa, self.table
+        first = sa.func.min(t.c.timestamp).label("first")
+        query = sa.select(t.c.base_id, first).group_by(t.c.base_id)
+        if only_errors:
+            query = query.where(t.c.is_error == sa.true())
+        return self._rows(query.order_by(first, t.c.base_id))
+
+    def list_traces(self, fields=None):
+        fields = set(fields or ("base_id", "timestamp"))
+        firsts = self._firsts()
+        extra = fields - {"base_id", "timestamp"}
+        details = self._first_messages() if extra else {}
+        result = []
+        for base_id, first in firsts:
+            trace = {k: v for k, v in details.get(base_id, {}).items()
+                     if k in extra}
+            trace.update(base_id=base_id, timestamp=first.strftime(TS_FORMAT))
+            result.append({k: v for k, v in trace.items() if k in fields})
+        return result
+
+    def _first_messages(self):
+        """base_id -> the message of each trace's earliest point."""
+        sa, t = self.sa, self.table
+        earliest = (sa.select(t.c.base_id,
+                              sa.func.min(t.c.timestamp).label("first"))
+                    .group_by(t.c.base_id).subquery())
+        query = sa.select(t.c.base_id, t.c.message).join(
+            earliest, sa.and_(t.c.base_id == earliest.c.base_id,
+                              t.c.timestamp == earliest.c.first))
+        return {row.base_id: json.loads(row.message)
+                for row in self._rows(query)}
+
+    def list_error_traces(self):
+        return [{"base_id": base_id, "timestamp": first.strftime(TS_FORMAT)}
+                for base_id, first in self._firsts(only_errors=True)]
+
+
+def _first_line(exc):
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
