@@ -42,10 +42,12 @@ def create(connection_string, *args, **kwargs):
     """
     if callable(connection_string):
         return connection_string
-    if connection_string not in _cache:
-        _cache[connection_string] = _make_sink(connection_string, args,
-                                               kwargs)
-    return _cache[connection_string]
+    # One sink (one buffer, one flusher) per store and writer identity.
+    key = (connection_string,) + tuple(
+        kwargs.get(name) for name in ("project", "service", "host"))
+    if key not in _cache:
+        _cache[key] = _make_sink(connection_string, args, kwargs)
+    return _cache[key]
 
 
 def _make_sink(connection_string, args, kwargs):

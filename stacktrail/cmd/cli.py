@@ -236,8 +236,9 @@ def cmd_trace_list(args):
 
 def cmd_agent_status(args, extra):
     """Delegate to stacktrail.agent.status, imported only when asked for."""
+    import importlib
     try:
-        from stacktrail.agent import status
+        status = importlib.import_module("stacktrail.agent.status")
     except ImportError as exc:
         raise CLIError("agent status is not available: %s"
                        % _one_line(exc)) from None
