@@ -16,6 +16,7 @@ from stacktrail import notifier as _notifier
 from stacktrail.common import context as _context
 from stacktrail.common import ids as _ids
 from stacktrail.common import points as _points
+from stacktrail.common import wrappers as _wrappers
 from stacktrail.common.clock import now_ns as _now_ns
 
 _current = _context.current
@@ -190,6 +191,7 @@ def trace(name, info=None, hide_args=False, hide_result=True,
     def decorator(fn):
         _mark_traced(fn, allow_multiple_trace)
         fn_name = _callable_name(fn)
+        current_frame = _current.get  # a closure cell: the cheapest lookup
 
         def start_info(args, kwargs):
             function = {"name": fn_name}
@@ -205,7 +207,7 @@ def trace(name, info=None, hide_args=False, hide_result=True,
         if _is_coroutine_function(fn):
             @functools.wraps(fn)
             async def async_wrapper(*args, **kwargs):
-                if _current.get() is None:
+                if current_frame() is None:
                     return await fn(*args, **kwargs)
                 start(name, start_info(args, kwargs))
                 try:
@@ -217,10 +219,7 @@ def trace(name, info=None, hide_args=False, hide_result=True,
                 return result
             return async_wrapper
 
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            if _current.get() is None:
-                return fn(*args, **kwargs)
+        def traced(*args, **kwargs):
             start(name, start_info(args, kwargs))
             try:
                 result = fn(*args, **kwargs)
@@ -229,6 +228,16 @@ def trace(name, info=None, hide_args=False, hide_result=True,
                 raise
             stop(stop_info(result))
             return result
+
+        fast = _wrappers.passthrough(fn, current_frame, traced)
+        if fast is not None:
+            return fast
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if current_frame() is None:
+                return fn(*args, **kwargs)
+            return traced(*args, **kwargs)
         return wrapper
 
     return decorator

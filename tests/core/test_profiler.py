@@ -131,9 +131,41 @@ def test_trace_records_args_and_hides_result_by_default(messages):
     assert start["info"]["kind"] == "math"
     function = start["info"]["function"]
     assert function["name"].endswith("add")
-    assert function["args"] == str((1, 2))
-    assert function["kwargs"] == str({"scale": 3})
+    # Recorded as bound to the signature: however the call was written.
+    assert function["args"] == str((1, 2, 3))
+    assert function["kwargs"] == str({})
     assert "function" not in stop["info"]
+
+
+def test_trace_records_defaults_and_keyword_only_args(messages):
+    @profiler.trace("calc")
+    def scaled(a, b=2, *rest, scale=1, **extra):
+        return (a + b + sum(rest)) * scale
+
+    profiler.init("key")
+    assert scaled(1) == 3
+    assert scaled(1, 2, 3, scale=2, note="x") == 12
+    first, second = messages[0]["info"]["function"], \
+        messages[2]["info"]["function"]
+    assert (first["args"], first["kwargs"]) == ("(1, 2)", str({"scale": 1}))
+    assert (second["args"], second["kwargs"]) == (
+        "(1, 2, 3)", str({"scale": 2, "note": "x"}))
+
+
+def test_resting_wrapper_keeps_the_signature_and_packs_nothing():
+    import inspect
+
+    def plain(a, b=2, *, c=3):
+        return a + b + c
+
+    traced = profiler.trace("calc")(plain)
+    assert inspect.signature(traced) == inspect.signature(plain)
+    assert traced(1, c=4) == 7 and traced.__name__ == "plain"
+    with pytest.raises(TypeError):
+        traced(1, 2, 3)  # c is keyword-only, as in the original
+    # No *args/**kwargs on the wrapper: no tuple or dict built per call.
+    varargs = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
+    assert traced.__code__.co_flags & varargs == 0
 
 
 def test_trace_hide_args_and_show_result(messages):
@@ -481,7 +513,7 @@ def _run_scenario(mod):
     @mod.trace_cls("cls")
     class Obj:
         def method(self):
-            return func(1, b=3)
+            return func(1, 3)  # args are recorded bound, so pass them so
 
     mod.init("key", base_id=BASE, parent_id=PARENT)
     mod.start("outer", info={"x": 1})
