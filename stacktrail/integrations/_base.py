@@ -169,6 +169,32 @@ class Patcher:
         return bool(self._saved)
 
 
+class Switch:
+    """On/off for wrappers that stay installed and read the flag per call."""
+
+    def __init__(self):
+        self.enabled = False
+
+    def enable(self):
+        changed, self.enabled = not self.enabled, True
+        return changed
+
+    def disable(self):
+        changed, self.enabled = self.enabled, False
+        return changed
+
+
+def module_functions(switch):
+    """An integration module's ``enable``, ``disable`` and ``is_enabled``.
+
+    ``stacktrail.integrations.apply`` and services call these module-level
+    names; the state lives in one Switch or Instrumentor.
+    """
+    def is_enabled():
+        return switch.enabled
+    return switch.enable, switch.disable, is_enabled
+
+
 class Instrumentor:
     """Idempotent, reversible switch of one integration.
 

@@ -17,23 +17,8 @@ from stacktrail.integrations import _base
 
 NAME = "driver"
 _ATTR = "_stacktrail_driver_methods"
-_state = {"enabled": False}
-
-
-def enable():
-    changed = not _state["enabled"]
-    _state["enabled"] = True
-    return changed
-
-
-def disable():
-    changed = _state["enabled"]
-    _state["enabled"] = False
-    return changed
-
-
-def is_enabled():
-    return _state["enabled"]
+_switch = _base.Switch()
+enable, disable, is_enabled = _base.module_functions(_switch)
 
 
 def _methods(cls, private):
@@ -55,7 +40,7 @@ def _methods(cls, private):
 def _traced(bound, qualname, name, show_args):
     @functools.wraps(bound)
     def wrapper(*args, **kwargs):
-        if not _state["enabled"] or not _base.active():
+        if not _switch.enabled or not _base.active():
             return bound(*args, **kwargs)
         function = {"name": qualname}
         if show_args:

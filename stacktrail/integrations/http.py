@@ -69,6 +69,9 @@ def _class_send(self, request, *args, **kwargs):
 
 
 class _Global(_base.Instrumentor):
+    """Every requests/keystoneauth1 call; ``enable(show_query=True)``
+    records the query string too."""
+
     name = "requests"
 
     def _enable(self, patcher, show_query=False):
@@ -77,19 +80,7 @@ class _Global(_base.Instrumentor):
 
 
 _global = _Global()
-
-
-def enable(**options):
-    """Trace every requests/keystoneauth1 call (option: show_query)."""
-    return _global.enable(**options)
-
-
-def disable():
-    return _global.disable()
-
-
-def is_enabled():
-    return _global.enabled
+enable, disable, is_enabled = _base.module_functions(_global)
 
 
 # --- one session -------------------------------------------------------------

@@ -17,28 +17,13 @@ import functools
 from stacktrail.integrations import _base
 
 NAME = "pool"
-_state = {"enabled": False}
+_switch = _base.Switch()
+enable, disable, is_enabled = _base.module_functions(_switch)
 _ATTR = "_stacktrail_pool_methods"
 
 
-def enable():
-    changed = not _state["enabled"]
-    _state["enabled"] = True
-    return changed
-
-
-def disable():
-    changed = _state["enabled"]
-    _state["enabled"] = False
-    return changed
-
-
-def is_enabled():
-    return _state["enabled"]
-
-
 def _on():
-    return _state["enabled"] and _base.active()
+    return _switch.enabled and _base.active()
 
 
 class checkout:  # noqa: N801 - used like a function in a with statement

@@ -108,6 +108,9 @@ def listener(show_documents=False):
 
 
 class _Global(_base.Instrumentor):
+    """Clients created from now on; ``enable(show_documents=True)`` records
+    (truncated) commands and replies."""
+
     name = "pymongo"
     listener = None
 
@@ -123,16 +126,4 @@ class _Global(_base.Instrumentor):
 
 
 _global = _Global()
-
-
-def enable(**options):
-    """Trace clients created from now on (option: show_documents)."""
-    return _global.enable(**options)
-
-
-def disable():
-    return _global.disable()
-
-
-def is_enabled():
-    return _global.enabled
+enable, disable, is_enabled = _base.module_functions(_global)

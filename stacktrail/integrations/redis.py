@@ -151,6 +151,8 @@ _TARGETS = (
 
 
 class _Global(_base.Instrumentor):
+    """Every redis.Redis and redis.asyncio.Redis client."""
+
     name = "redis"
 
     def _enable(self, patcher):
@@ -161,19 +163,7 @@ class _Global(_base.Instrumentor):
 
 
 _global = _Global()
-
-
-def enable():
-    """Trace every redis-py client, sync and asyncio."""
-    return _global.enable()
-
-
-def disable():
-    return _global.disable()
-
-
-def is_enabled():
-    return _global.enabled
+enable, disable, is_enabled = _base.module_functions(_global)
 
 
 # --- one client --------------------------------------------------------------

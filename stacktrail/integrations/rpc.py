@@ -215,6 +215,9 @@ def _traced_dispatch(original):
 
 
 class _Global(_base.Instrumentor):
+    """Every RPC client and server; ``enable(signed=True)`` sends a signed
+    token instead of the plaintext HMAC key."""
+
     name = "rpc"
 
     def _enable(self, patcher, signed=None):
@@ -231,19 +234,7 @@ class _Global(_base.Instrumentor):
 
 
 _global = _Global()
-
-
-def enable(**options):
-    """Trace every RPC client and server (option: signed)."""
-    return _global.enable(**options)
-
-
-def disable():
-    return _global.disable()
-
-
-def is_enabled():
-    return _global.enabled
+enable, disable, is_enabled = _base.module_functions(_global)
 
 
 __all__ = ["TraceSerializer", "enable", "disable", "is_enabled", "inject",

@@ -151,6 +151,8 @@ def is_engine_instrumented(engine):
 # --- every engine ------------------------------------------------------------
 
 class _AllEngines(_base.Instrumentor):
+    """Every engine; ``enable(name=..., show_params=..., hide_result=...)``."""
+
     name = "sqlalchemy"
 
     def _enable(self, patcher, name=NAME, show_params=None,
@@ -163,19 +165,7 @@ class _AllEngines(_base.Instrumentor):
 
 
 _all = _AllEngines()
-
-
-def enable(**options):
-    """Trace every engine (options: name, show_params, hide_result)."""
-    return _all.enable(**options)
-
-
-def disable():
-    return _all.disable()
-
-
-def is_enabled():
-    return _all.enabled
+enable, disable, is_enabled = _base.module_functions(_all)
 
 
 # --- oslo.db -----------------------------------------------------------------
