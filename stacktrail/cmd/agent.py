@@ -30,6 +30,7 @@ def main(argv=None):
         print("stacktrail-agent: %s" % exc, file=sys.stderr)
         return 2
     agent.install_signals()
+    service.tune_gc()
     return agent.run()
 
 

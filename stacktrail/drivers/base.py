@@ -11,8 +11,11 @@ thread).  The read side is osprofiler's: ``get_report``, ``list_traces``,
 """
 
 import json
+from json import encoder as _json_encoder
 import urllib.parse
 
+from stacktrail.common import clock
+from stacktrail.common import ids
 from stacktrail.common import points
 
 NAMESPACE = "stacktrail.drivers"
@@ -22,13 +25,89 @@ class DriverError(ValueError):
     """A connection string or store that cannot be used, said in one line."""
 
 
+# Built once: json.dumps(..., separators=..., default=...) builds a new
+# JSONEncoder on every call (about 1.5 us of a 4.4 us small message).
+# ``encode`` makes its own circular-reference markers per call, so one
+# encoder is safe to share between threads.
+_to_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def to_json(message):
     """Compact JSON of a message; values JSON cannot hold become text.
 
     ``info`` comes from service code and may hold any object: a trace point
     is never lost because one value is not serialisable.
     """
-    return json.dumps(message, separators=(",", ":"), default=str)
+    return _to_json(message)
+
+
+_quote = _json_encoder.encode_basestring_ascii   # str -> '"..."' (C)
+_MESSAGE = ('{"name":%s,"base_id":%s,"trace_id":%s,"parent_id":%s,'
+            '"timestamp":"%s","info":%s%s')
+
+
+def _quoted_id(value):
+    """The JSON text of an id: ints as UUID text, peers' text escaped."""
+    if type(value) is int:
+        return '"%s"' % ids.to_uuid(value)
+    if type(value) is str:
+        return _quote(value)
+    raise TypeError("id of type %s" % type(value).__name__)
+
+
+def _message_json(point, host, project, service):
+    """The slow path of ``points_json``: the same text via the dict."""
+    message = points.to_message(point, host, project, service)
+    message.setdefault("project", project)
+    message.setdefault("service", service)
+    try:
+        return _to_json(message)
+    except (TypeError, ValueError, RecursionError) as exc:
+        # info JSON cannot hold (a cycle, non-text keys, nesting deeper than
+        # this thread may go): keep the point, say why instead of the info.
+        message["info"] = {"host": message["info"].get("host", host),
+                           "unencodable_info": type(exc).__name__}
+        return _to_json(message)
+
+
+def points_json(batch, host, project, service):
+    """``[to_json(m) for m in format_points(batch)]``, the same text, made
+    without the message dicts (the agent's hot loop: about half the cost).
+
+    The fixed fields are formatted as text (ids and timestamps need no
+    escaping; names go through the C string encoder) and only ``info`` is
+    encoded as JSON.  A point this path cannot take (unusual types, an info
+    that cannot be encoded) goes through ``to_message`` and ``to_json``.
+    """
+    quoted_id = _quoted_id
+    quote = _quote
+    timestamp = clock.format_timestamp
+    suffix = points.SUFFIX
+    tail = ',"project":%s,"service":%s}' % (_to_json(project),
+                                            _to_json(service))
+    host_item = ',"host":%s}' % _to_json(host)
+    host_only = '{"host":%s}' % _to_json(host)
+    out = []
+    append = out.append
+    for point in batch:
+        try:
+            name, phase, base_id, parent_id, trace_id, ns, info = point
+            if not info:
+                info_text = host_only
+            elif type(info) is dict:
+                info_text = _to_json(info)
+                if "host" not in info:
+                    info_text = info_text[:-1] + host_item
+            else:
+                raise TypeError("info is not a dict")
+            append(_MESSAGE % (
+                quote(name + suffix[phase]),
+                quoted_id(base_id), quoted_id(trace_id),
+                quoted_id(parent_id),
+                timestamp(ns), info_text, tail))
+        except Exception:
+            append(_message_json(point, host, project, service))
+    return out
 
 
 def scheme_of(connection_string):
@@ -127,6 +206,10 @@ class Driver:
             message.setdefault("service", service)
             messages.append(message)
         return messages
+
+    def format_json(self, batch):
+        """``[to_json(m) for m in self.format_points(batch)]``, faster."""
+        return points_json(batch, self.host, self.project, self.service)
 
     def write_messages(self, messages):
         for message in messages:

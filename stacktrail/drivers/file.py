@@ -40,10 +40,13 @@ class FileDriver(base.Driver):
     # write side
 
     def write_points(self, batch):
-        self.write_messages(self.format_points(batch))
+        self._append(self.format_json(batch))
 
     def write_messages(self, messages):
-        data = "".join(base.to_json(m) + "\n" for m in messages).encode()
+        self._append([base.to_json(m) for m in messages])
+
+    def _append(self, lines):
+        data = "".join(line + "\n" for line in lines).encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                      0o640)
         try:

@@ -15,9 +15,9 @@ and one of our own, which osprofiler never looks at:
     flushes first).  ``list_traces`` takes each trace's start time from it;
     traces written by osprofiler fall back to their list's oldest message.
 
-A batch is one pipeline.  With ``retention`` (seconds) every key written
-gets that TTL, refreshed as the trace grows, and old index entries are
-pruned.
+A batch is one pipeline.  With ``retention`` (seconds) every
+key written gets that TTL, refreshed as the trace grows, and old index
+entries are pruned.
 """
 
 import contextlib
@@ -25,6 +25,7 @@ import json
 import time
 
 from stacktrail.common import clock
+from stacktrail.common import ids
 from stacktrail.drivers import base
 
 PREFIX = "osprofiler_opt:"
@@ -97,7 +98,10 @@ class RedisDriver(base.Driver):
         from redis import retry
         return {"socket_timeout": self.timeout,
                 "socket_connect_timeout": self.timeout,
-                "retry": retry.Retry(backoff.NoBackoff(), 1)}
+                "retry": retry.Retry(backoff.NoBackoff(), 1),
+                # A lone surrogate in an id a hostile peer sent must not
+                # make a batch fail for ever (the agent would retry it).
+                "encoding_errors": "surrogatepass"}
 
     @contextlib.contextmanager
     def _store_errors(self):
@@ -112,12 +116,35 @@ class RedisDriver(base.Driver):
     # write side
 
     def write_points(self, batch):
-        messages = self.format_points(batch)
-        self._store(messages, [p[5] // 1000 for p in batch])
+        texts = self.format_json(batch)
+        to_uuid = ids.to_uuid
+        traces = {}
+        for point, text in zip(batch, texts):
+            base_id = to_uuid(point[2])
+            us = point[5] // 1000
+            entry = traces.get(base_id)
+            if entry is None:
+                entry = traces[base_id] = [[text], us, None]
+            else:
+                entry[0].append(text)
+                if us < entry[1]:
+                    entry[1] = us
+            info = point[6]
+            if (entry[2] is None and isinstance(info, dict)
+                    and info.get("etype") is not None):
+                entry[2] = clock.format_timestamp(point[5])
+        self._store(traces)
 
     def write_messages(self, messages):
-        self._store(messages, [clock.parse_timestamp(m["timestamp"]) // 1000
-                               for m in messages])
+        traces = {}
+        for message in messages:
+            us = clock.parse_timestamp(message["timestamp"]) // 1000
+            entry = traces.setdefault(message["base_id"], [[], us, None])
+            entry[0].append(base.to_json(message))
+            entry[1] = min(entry[1], us)
+            if entry[2] is None and _is_error(message):
+                entry[2] = message["timestamp"]
+        self._store(traces)
 
     def notify(self, info, **kwargs):
         message = dict(info)
@@ -125,15 +152,12 @@ class RedisDriver(base.Driver):
         message["service"] = self.service
         self.write_messages([message])
 
-    def _store(self, messages, stamps_us):
-        """One pipeline: lists, start-time index, error markers, TTLs."""
-        traces = {}
-        for message, us in zip(messages, stamps_us):
-            entry = traces.setdefault(message["base_id"], [[], us, None])
-            entry[0].append(base.to_json(message))
-            entry[1] = min(entry[1], us)
-            if entry[2] is None and _is_error(message):
-                entry[2] = message["timestamp"]
+    def _store(self, traces):
+        """One pipeline: lists, start-time index, error markers, TTLs.
+
+        ``traces``: base_id -> [JSON messages, earliest microsecond, time
+        text of the first error or None].
+        """
         pipe = self.db.pipeline(transaction=False)
         ttl = self.retention or None
         for base_id, (values, first_us, error_at) in traces.items():

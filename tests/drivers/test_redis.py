@@ -297,3 +297,82 @@ def test_sentinel_options_from_conf(sentinel_url):
     driver = base.get_driver(url, conf=conf)
     assert driver.service_name == service and driver.timeout == 1.5
     assert driver.list_traces() == []
+
+
+# the fast write path (base.points_json, packed pipeline)
+
+def _slow_texts(batch, host, project, service):
+    driver = base.Driver("x://", project=project, service=service, host=host)
+    return [base.to_json(m) for m in driver.format_points(batch)]
+
+
+@pytest.mark.parametrize("project, service, host", [
+    ("zaqar", "api", "node-1"), (None, None, "n\u00f6de"),
+    ('quo"te', None, "h")])
+def test_fast_messages_are_the_same_text(project, service, host):
+    batch = [
+        _point(ids.new_id(), "wsgi", points.START, time.time_ns(),
+               info={"request": {"path": "/v2/q", "n": [1, 2.5, None]}}),
+        _point(ids.new_id(), "wsgi", points.STOP, time.time_ns()),
+        _point(ids.new_id(), "db", points.STOP, 1, info={}),
+        ("n\u00e9\"\n", 1, "text-id", ids.new_id(), "t\u2603", 10**18,
+         {"host": "mine", 3: "x", "f": float("nan"), "o": object()}),
+        ("x", 0, 1, 2, 3, 4, {"etype": "E", "message": "m\u00e9"}),
+    ]
+    assert base.points_json(batch, host, project, service) == \
+        _slow_texts(batch, host, project, service)
+
+
+def test_unencodable_info_keeps_the_point():
+    """A cycle, keys JSON cannot hold, or nesting deeper than the writing
+    thread may go: the point is stored with the reason instead of its info
+    (in the agent, an exception here would make a writer retry the same
+    record for ever)."""
+    cycle = {}
+    cycle["self"] = cycle
+    deep = {"a": []}
+    for _ in range(5000):
+        deep = {"a": [deep]}
+    batch = [("x", 0, 1, 1, 2, 3, info) for info in
+             (cycle, {(1, 2): "tuple key"}, deep)] + [("ok", 1, 1, 1, 2, 3,
+                                                      None)]
+    texts = base.points_json(batch, "h", "p", "s")
+    assert [json.loads(t)["info"] for t in texts] == [
+        {"host": "h", "unencodable_info": "ValueError"},
+        {"host": "h", "unencodable_info": "TypeError"},
+        {"host": "h", "unencodable_info": "RecursionError"},
+        {"host": "h"}]
+
+
+def test_non_ascii_ids_and_names_round_trip(redis_url):
+    driver = base.get_driver(redis_url, project="p\u00e9", service="s")
+    base_id = "tr\u00e4ce-\u2603"
+    driver.write_points([
+        ("n\u00e9", points.START, base_id, base_id, "sp\u00e4n", 10**18,
+         {"k": "v\u00e9"}),
+        ("n\u00e9", points.STOP, base_id, base_id, "sp\u00e4n", 10**18 + 1000,
+         {"etype": "E\u00e9"})])
+    messages = driver.get_messages(base_id)
+    assert [m["name"] for m in messages] == ["n\u00e9-start", "n\u00e9-stop"]
+    assert messages[0]["info"] == {"k": "v\u00e9", "host": driver.host}
+    assert messages[0]["project"] == "p\u00e9"
+    assert [t["base_id"] for t in driver.list_error_traces()] == [base_id]
+    assert _client(redis_url).zscore("stacktrail_traces", base_id) == 10**15
+    # a lone surrogate (JSON "\\ud800" from a hostile peer) is stored too,
+    # never a batch that fails for ever
+    driver.write_points([("n", points.START, "bad\ud800", "p", "t", 1, None)])
+
+
+def test_error_reply_fails_the_batch_and_keeps_the_connection(redis_url):
+    driver = base.get_driver(redis_url)
+    base_id = ids.new_id()
+    key = "osprofiler_opt:" + ids.to_uuid(base_id)
+    _client(redis_url).set(key, "not a list")
+    other = ids.new_id()
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        driver.write_points([_point(base_id, "a", points.START, 1),
+                             _point(other, "b", points.START, 2)])
+    # every reply was read: the pooled connection serves the next batch
+    assert len(driver.get_messages(ids.to_uuid(other))) == 1
+    driver.write_points([_point(other, "c", points.STOP, 3)])
+    assert len(driver.get_messages(ids.to_uuid(other))) == 2
