@@ -110,6 +110,16 @@ def points_json(batch, host, project, service):
     return out
 
 
+def require(module, extra):
+    """Import a store's client library, or say in one line how to get it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DriverError("the %s store needs %s: pip install "
+                          "'stacktrail[%s]'" % (extra, module, extra)) from None
+
+
 def scheme_of(connection_string):
     if not isinstance(connection_string, str) or "://" not in connection_string:
         raise DriverError("bad connection string %r: expected scheme://..."
@@ -156,18 +166,20 @@ class Driver:
         self.options = kwargs
         self.url = urllib.parse.urlsplit(connection_str)
 
-    def option(self, name, default=None):
-        """A driver option: keyword argument, else ``[profiler] <name>`` of
-        ``conf`` (oslo.config object or osprofiler-style dict), else default.
+    def option(self, name, default=None, group="profiler", keywords=()):
+        """A driver option: keyword argument (``name`` or one of
+        ``keywords``), else ``[group] name`` of ``conf`` (oslo.config object
+        or osprofiler-style dict), else default.
         """
-        if self.options.get(name) is not None:
-            return self.options[name]
+        for key in keywords + (name,):
+            if self.options.get(key) is not None:
+                return self.options[key]
         conf = self.conf
         if isinstance(conf, dict):
-            value = (conf.get("profiler") or {}).get(name)
+            value = (conf.get(group) or {}).get(name)
         else:
             try:
-                value = getattr(getattr(conf, "profiler"), name)
+                value = getattr(getattr(conf, group), name)
             except Exception:  # no conf, group or option: use the default
                 value = None
         return default if value is None else value

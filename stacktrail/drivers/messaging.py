@@ -86,12 +86,7 @@ _FAILURES = _SendFailures()
 
 
 def _oslo_messaging():
-    try:
-        import oslo_messaging
-    except ImportError:
-        raise base.DriverError("messaging:// needs oslo.messaging: pip "
-                               "install 'stacktrail[messaging]'") from None
-    return oslo_messaging
+    return base.require("oslo_messaging", "messaging")
 
 
 def payload_of(body):

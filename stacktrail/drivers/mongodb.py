@@ -25,13 +25,8 @@ HIDDEN = {"_id": 0, "expire_at": 0}  # ours, not part of a message
 
 
 def _pymongo():
-    try:
-        import pymongo
-        import pymongo.errors
-    except ImportError:
-        raise base.DriverError("mongodb:// needs pymongo: pip install "
-                               "'stacktrail[mongodb]'") from None
-    return pymongo
+    base.require("pymongo.errors", "mongodb")
+    return base.require("pymongo", "mongodb")
 
 
 def _one_line(exc):

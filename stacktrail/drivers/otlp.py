@@ -58,28 +58,10 @@ _Event = collections.namedtuple(
 
 
 def _proto():
-    try:
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-        from opentelemetry.proto.common.v1 import common_pb2
-        from opentelemetry.proto.resource.v1 import resource_pb2
-        from opentelemetry.proto.trace.v1 import trace_pb2
-    except ImportError:
-        raise base.DriverError(
-            "otlp:// needs opentelemetry-proto: pip install "
-            "'stacktrail[otlp]'") from None
-    return trace_service_pb2, common_pb2, resource_pb2, trace_pb2
-
-
-def _option(conf, kwargs, name, default):
-    """A keyword argument, else ``[profiler_otlp] name``, else default."""
-    for key in ("otlp_" + name, name):
-        if kwargs.get(key) is not None:
-            return kwargs[key]
-    try:
-        value = getattr(conf.profiler_otlp, name)
-    except Exception:  # no conf, group or option registered: use default
-        value = None
-    return default if value is None else value
+    return tuple(base.require("opentelemetry.proto." + name, "otlp") for name
+                 in ("collector.trace.v1.trace_service_pb2",
+                     "common.v1.common_pb2", "resource.v1.resource_pb2",
+                     "trace.v1.trace_pb2"))
 
 
 def parse_headers(value):
@@ -118,7 +100,7 @@ class OTLPDriver(base.Driver):
             raise base.DriverError("bad port in %r" % connection_str) from None
         path = self.url.path.rstrip("/")
         self.path = path if path.endswith(TRACES_PATH) else path + TRACES_PATH
-        self._configure(conf, kwargs)
+        self._configure()
         # (base id, span id) -> (start event, monotonic arrival).  Keyed by
         # ids, never by arrival order, so interleaved spans pair correctly.
         self._open = collections.OrderedDict()
@@ -126,9 +108,10 @@ class OTLPDriver(base.Driver):
         self._resource = (project, service, self.host)
         self.exported_requests = 0
 
-    def _configure(self, conf, kwargs):
+    def _configure(self):
         def opt(name, default):
-            return _option(conf, kwargs, name, default)
+            return self.option(name, default, group="profiler_otlp",
+                               keywords=("otlp_" + name,))
 
         self.headers = parse_headers(opt("headers", ""))
         self.timeout = float(opt("timeout", 5.0))

@@ -36,12 +36,7 @@ SCAN_CHUNK = 500
 
 
 def _import_redis():
-    try:
-        import redis
-    except ImportError:
-        raise base.DriverError("the redis driver needs the redis package: "
-                               "pip install 'stacktrail[redis]'") from None
-    return redis
+    return base.require("redis", "redis")
 
 
 def _db_number(path, connection_str):

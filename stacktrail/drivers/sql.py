@@ -22,12 +22,7 @@ TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
 
 def _import_sqlalchemy():
-    try:
-        import sqlalchemy
-    except ImportError:
-        raise base.DriverError("SQL stores need SQLAlchemy 2: pip install "
-                               "'stacktrail[sql]'") from None
-    return sqlalchemy
+    return base.require("sqlalchemy", "sql")
 
 
 def make_table(sa, metadata):
