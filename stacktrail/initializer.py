@@ -35,6 +35,10 @@ def _apply(conf, target):
         notifier.set(notifier.create(conf.profiler.connection_string,
                                      **target))
         web.enable(conf.profiler.hmac_keys)
+        if not live.validation_keys:
+            LOG.warning("stacktrail: no usable [profiler] hmac_keys: signed "
+                        "trace headers are ignored; only sampling_rate or "
+                        "trust_traceparent start traces here")
     else:
         web.disable()
     _apply_integrations(live.flags)

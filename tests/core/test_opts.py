@@ -331,6 +331,22 @@ def test_bad_connection_string_keeps_the_service_running(tmp_path, caplog):
     assert len(app.seen) == 1  # served; traced into a no-op sink
 
 
+@pytest.mark.parametrize("keys", ["", "SECRET_KEY"])
+def test_no_usable_key_is_said_once_and_headers_are_ignored(tmp_path, caplog,
+                                                           keys):
+    ini = tmp_path / "service.conf"
+    _write(ini, enabled="true", connection_string="noop://", hmac_keys=keys)
+    conf = new_conf()
+    parse(conf, ini)
+    initializer.init_from_conf(conf, None, "p", "s", "h")
+    said = [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and "hmac" in r.getMessage()]
+    assert any("no usable [profiler] hmac_keys" in line for line in said)
+    app = _app()
+    _request(web.WsgiMiddleware(app), _signed("SECRET_KEY"))
+    assert app.seen == [None]  # served, not traced
+
+
 @pytest.mark.parametrize("name,value", [
     ("sampling_rate", "5"),
     ("sampling_rate", "often"),
