@@ -17,7 +17,6 @@ import argparse
 import os
 import shutil
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -83,7 +82,7 @@ def outage(seconds):
     time.sleep(3)
     load.stop()
     t = time.monotonic()
-    status = agent.wait_written(len(load.sent), timeout=120)
+    agent.wait_written(len(load.sent), timeout=120)
     caught_up = time.monotonic() - t
     stored = harness.stored_points(store.url)
     want = harness.expected_points(load.sent)

@@ -15,7 +15,6 @@ import time
 
 from stacktrail.common import buffer
 from stacktrail.common import ids
-from stacktrail.common import points
 from stacktrail.drivers import base
 
 POINTS = 100_000

@@ -6,6 +6,7 @@ which keeps osprofiler's synchronous semantics: it receives each formatted
 message dict at once.
 """
 
+from stacktrail.common import logtext
 from stacktrail.common import sink as _sink
 
 _notifier = _sink.NoopSink()
@@ -59,16 +60,14 @@ def _make_sink(connection_string, args, kwargs):
         made = driver.make_sink()
     except Exception as exc:
         LOG.error("stacktrail: tracing disabled, cannot use connection "
-                  "string %r: %s", _safe(connection_string), _safe(exc))
+                  "string %r: %s", logtext.mask_passwords(connection_string),
+                  logtext.one_line(exc, with_type=False))
         return _sink.NoopSink()
-    LOG.info("stacktrail: trace points go to %s", _safe(connection_string))
+    LOG.info("stacktrail: trace points go to %s",
+             logtext.mask_passwords(connection_string))
     return made
 
 
-def _safe(connection_string):
-    """The connection string with any password masked, for logs."""
-    import re
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(connection_string))
 
 
 def clear_notifier_cache():

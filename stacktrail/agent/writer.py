@@ -21,8 +21,8 @@ import logging
 import random
 import threading
 import time
-import urllib.parse
 
+from stacktrail.common import logtext
 from stacktrail.common import points
 from stacktrail.drivers import base
 
@@ -37,13 +37,6 @@ def backend_key(connection_string):
     return hashlib.sha1(connection_string.encode()).hexdigest()[:12]
 
 
-def redact(connection_string):
-    """A connection string without its password, for status and logs."""
-    url = urllib.parse.urlsplit(connection_string)
-    if url.password is None:
-        return connection_string
-    netloc = url.netloc.replace(":" + url.password + "@", ":***@", 1)
-    return urllib.parse.urlunsplit(url._replace(netloc=netloc))
 
 
 def _leading_run(records):
@@ -116,7 +109,7 @@ class Writer:
 
     def status(self):
         return {"name": self.name,
-                "connection_string": redact(self.connection_string),
+                "connection_string": logtext.mask_passwords(self.connection_string),
                 "state": self.state, "written": self.written,
                 "writes": self.writes,
                 "backend_errors": self.backend_errors,

@@ -19,9 +19,9 @@ import json
 import logging
 import os
 import sys
-import urllib.parse
 
 import stacktrail
+from stacktrail.common import logtext
 
 ENV_CONNECTION = "STACKTRAIL_CONNECTION_STRING"
 PROG = "stacktrail"
@@ -58,7 +58,7 @@ def load_config(config_files):
         raise CLIError("config file not found or unreadable: %s"
                        % ", ".join(exc.config_files)) from None
     except cfg.Error as exc:
-        raise CLIError("bad config file: %s" % _one_line(exc)) from None
+        raise CLIError("bad config file: %s" % logtext.one_line(exc, with_type=False)) from None
     return conf
 
 
@@ -73,21 +73,8 @@ def connection_string(args, conf):
     return None
 
 
-def redact(conn_str):
-    """A connection string fit for a message: the password hidden."""
-    try:
-        parts = urllib.parse.urlsplit(conn_str)
-        if parts.password:
-            netloc = parts.netloc.replace(":%s@" % parts.password, ":***@", 1)
-            return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        pass
-    return conn_str
 
 
-def _one_line(exc):
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def open_driver(args):
@@ -100,12 +87,12 @@ def open_driver(args):
                        "or [profiler] connection_string in --config-file"
                        % ENV_CONNECTION)
     try:
-        return base.get_driver(conn_str, conf=conf), redact(conn_str)
+        return base.get_driver(conn_str, conf=conf), logtext.mask_passwords(conn_str)
     except base.DriverError as exc:
-        raise CLIError(_one_line(exc)) from None
+        raise CLIError(logtext.one_line(exc, with_type=False)) from None
     except Exception as exc:
         raise CLIError("cannot use %s: %s"
-                       % (redact(conn_str), _one_line(exc))) from None
+                       % (logtext.mask_passwords(conn_str), logtext.one_line(exc, with_type=False))) from None
 
 
 # reading traces
@@ -168,7 +155,7 @@ def report_from_store(base_id, args):
         raise
     except Exception as exc:
         raise CLIError("cannot read trace %s from %s: %s"
-                       % (base_id, where, _one_line(exc))) from None
+                       % (base_id, where, logtext.one_line(exc, with_type=False))) from None
     finally:
         _close(driver)
     if not report or not report.get("children"):
@@ -213,7 +200,7 @@ def cmd_trace_list(args):
             traces = driver.list_traces()
     except Exception as exc:
         raise CLIError("cannot list traces in %s: %s"
-                       % (where, _one_line(exc))) from None
+                       % (where, logtext.one_line(exc, with_type=False))) from None
     finally:
         _close(driver)
     traces = sorted(traces, key=lambda t: str(t.get("timestamp", "")),
@@ -241,7 +228,7 @@ def cmd_agent_status(args, extra):
         status = importlib.import_module("stacktrail.agent.status")
     except ImportError as exc:
         raise CLIError("agent status is not available: %s"
-                       % _one_line(exc)) from None
+                       % logtext.one_line(exc, with_type=False)) from None
     parser = argparse.ArgumentParser(prog="%s agent status" % PROG)
     status.add_arguments(parser)
     agent_args = parser.parse_args(extra)
@@ -386,7 +373,7 @@ def main(argv=None):
         if args.debug:
             raise
         print("%s: error: %s: %s" % (PROG, type(exc).__name__,
-                                     _one_line(exc)), file=sys.stderr)
+                                     logtext.one_line(exc, with_type=False)), file=sys.stderr)
     return 1
 
 

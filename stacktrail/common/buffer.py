@@ -26,6 +26,7 @@ import threading
 import time
 import weakref
 
+from stacktrail.common import logtext
 from stacktrail.common import points
 from stacktrail.common import sink
 
@@ -61,10 +62,6 @@ def _real_sleep():
     return time.sleep
 
 
-def _one_line(exc):
-    """An error as one short line: never a statement or its parameters."""
-    text = str(exc).strip().splitlines()
-    return "%s: %s" % (type(exc).__name__, text[0][:300] if text else "")
 
 
 class BufferedSink(sink.Sink):
@@ -217,12 +214,12 @@ class BufferedSink(sink.Sink):
             self._failing_since = self._last_reminder = now
             LOG.warning("stacktrail: cannot write trace points to the %s "
                         "store, dropping them until it answers: %s",
-                        self.driver.get_name(), _one_line(exc))
+                        self.driver.get_name(), logtext.one_line(exc))
         elif now - self._last_reminder > REMIND_EVERY:
             self._last_reminder = now
             LOG.warning("stacktrail: %s store still failing, %d points "
                         "lost so far: %s", self.driver.get_name(),
-                        self._dropped_failed, _one_line(exc))
+                        self._dropped_failed, logtext.one_line(exc))
 
     # control
 
@@ -267,7 +264,7 @@ class BufferedSink(sink.Sink):
             self.driver.close()
         except Exception as exc:  # closing must not fail the caller either
             LOG.debug("stacktrail: closing %s: %s", self.driver.get_name(),
-                      _one_line(exc))
+                      logtext.one_line(exc))
         return drained
 
     def _stop_flusher(self, wait):
@@ -290,7 +287,7 @@ class BufferedSink(sink.Sink):
             self.driver.after_fork()
         except Exception as exc:
             LOG.debug("stacktrail: %s after fork: %s", self.driver.get_name(),
-                      _one_line(exc))
+                      logtext.one_line(exc))
 
 
 def _after_fork_in_child():

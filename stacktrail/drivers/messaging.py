@@ -44,6 +44,7 @@ import uuid
 
 from stacktrail.common import clock
 from stacktrail.common import ids
+from stacktrail.common import logtext
 from stacktrail.drivers import base
 
 DEFAULT_TOPIC = "profiler"
@@ -166,7 +167,7 @@ class MessagingDriver(base.Driver):
                 if failures:
                     raise base.DriverError(
                         "messaging: cannot publish to topic %s: %s"
-                        % (self.topic, _one_line(failures[0])))
+                        % (self.topic, logtext.one_line(failures[0])))
 
     def after_fork(self):
         # The transport's connection pool belongs to the parent.
@@ -248,14 +249,14 @@ class MessagingDriver(base.Driver):
             if connection is None:
                 raise base.DriverError(
                     "messaging: cannot reach RabbitMQ at %s: %s"
-                    % (address, _one_line(error)))
+                    % (address, logtext.one_line(error)))
             channel = connection.channel()
             channel.confirm_select()
             yield channel
         except (OSError, amqp.exceptions.AMQPError) as exc:
             raise base.DriverError("messaging: reading queue %s at %s "
                                    "failed: %s" % (self.queue, address,
-                                                   _one_line(exc))) from None
+                                                   logtext.one_line(exc))) from None
         finally:
             if connection is not None:
                 with contextlib.suppress(Exception):
@@ -333,9 +334,3 @@ class _Scan:
         # Confirmed: the copy is in the queue before the original is acked.
         self.channel.basic_publish(copy, exchange="", routing_key=self.queue)
 
-
-def _one_line(error):
-    text = str(error).strip().splitlines()
-    name = type(error).__name__ if isinstance(error, BaseException) else ""
-    return ("%s: %s" % (name, text[0][:200]) if name else text[0][:200]
-            ) if text else name

@@ -17,6 +17,7 @@ import contextlib
 import datetime
 
 from stacktrail.common import ids
+from stacktrail.common import logtext
 from stacktrail.drivers import base
 
 DEFAULT_DB = "osprofiler"
@@ -30,9 +31,8 @@ def _pymongo():
 
 
 def _one_line(exc):
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     # Server selection errors append the whole topology after a comma.
-    return text.split(", Timeout:")[0][:200]
+    return logtext.one_line(exc, with_type=False).split(", Timeout:")[0]
 
 
 class MongoDBDriver(base.Driver):

@@ -26,6 +26,7 @@ import time
 
 from stacktrail.common import clock
 from stacktrail.common import ids
+from stacktrail.common import logtext
 from stacktrail.drivers import base
 
 PREFIX = "osprofiler_opt:"
@@ -43,15 +44,10 @@ def _db_number(path, connection_str):
     db = path.strip("/")
     if db and not db.isdigit():
         raise base.DriverError("bad redis database %r in %s (expected a "
-                               "number)" % (db, _masked(connection_str)))
+                               "number)" % (db, logtext.mask_passwords(connection_str)))
     return int(db or 0)
 
 
-def _masked(connection_str):
-    """The connection string with its password hidden, for messages."""
-    head, sep, rest = connection_str.partition("://")
-    userinfo, at, hosts = rest.rpartition("@")
-    return head + sep + ("***@" if at else "") + hosts
 
 
 class RedisDriver(base.Driver):
@@ -74,7 +70,7 @@ class RedisDriver(base.Driver):
             port = url.port
         except ValueError:
             raise base.DriverError("bad port in %s"
-                                   % _masked(self.connection_str)) from None
+                                   % logtext.mask_passwords(self.connection_str)) from None
         if not url.hostname:
             raise base.DriverError("redis:// needs a host, e.g. "
                                    "redis://127.0.0.1:6379/0")
@@ -272,6 +268,6 @@ class RedisSentinelDriver(RedisDriver):
         host, _, port = text.rpartition(":")
         if not host or not port.isdigit():
             raise base.DriverError("bad sentinel address %r in %s (expected "
-                                   "host:port)" % (text, _masked(
+                                   "host:port)" % (text, logtext.mask_passwords(
                                        self.connection_str)))
         return host.strip("[]"), int(port)

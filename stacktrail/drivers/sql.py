@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import json
 
+from stacktrail.common import logtext
 from stacktrail.drivers import base
 
 TABLE = "stacktrail_points"
@@ -100,14 +101,10 @@ class SQLDriver(base.Driver):
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError,
                 ImportError, ValueError) as exc:
             raise base.DriverError("bad SQL connection string %s: %s" % (
-                self._safe_url(), _first_line(exc))) from None
+                logtext.mask_passwords(self.connection_str), logtext.one_line(exc, with_type=False))) from None
         self.where = engine.url.render_as_string(hide_password=True)
         return engine
 
-    def _safe_url(self):
-        head, sep, rest = self.connection_str.partition("://")
-        userinfo, at, hosts = rest.rpartition("@")
-        return head + sep + ("***@" if at else "") + hosts
 
     @contextlib.contextmanager
     def _store_errors(self):
@@ -116,7 +113,8 @@ class SQLDriver(base.Driver):
             yield
         except self.sa.exc.SQLAlchemyError as exc:
             raise base.DriverError("SQL store %s: %s" % (
-                self.where, _first_line(getattr(exc, "orig", None) or exc))
+                self.where, logtext.one_line(getattr(exc, "orig", None) or exc,
+                                 with_type=False))
             ) from None
 
     def ensure_schema(self):
@@ -244,7 +242,3 @@ class SQLDriver(base.Driver):
         return [{"base_id": base_id, "timestamp": first.strftime(TS_FORMAT)}
                 for base_id, first in self._firsts(only_errors=True)]
 
-
-def _first_line(exc):
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
