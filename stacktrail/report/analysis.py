@@ -58,6 +58,7 @@ def _entry(node, depth, **extra):
     entry = {
         "trace_id": node.get("trace_id"),
         "name": info.get("name"),
+        "detail": info.get("detail") or "",
         "service": info.get("service"),
         "host": info.get("host"),
         "depth": depth,

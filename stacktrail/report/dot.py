@@ -1,5 +1,6 @@
-"""The report as a Graphviz digraph: one box per span, edges parent to
-child, the critical path drawn bold red and errors filled.
+"""The report as a Graphviz digraph: one box per span (its name, what it
+did, duration, where), edges parent to child, the critical path drawn bold
+red and errors filled.
 
 Node ids are generated (n0, n1, ...); span names and every other string
 only appear inside quoted labels, escaped, so no name can inject DOT.
@@ -17,7 +18,10 @@ def quote(value):
 
 
 def _label(info):
-    lines = [info.get("name") or "?", text.fmt_us(info.get("duration_us"))]
+    lines = [info.get("name") or "?"]
+    if info.get("detail"):
+        lines.append(info["detail"])
+    lines.append(text.fmt_us(info.get("duration_us")))
     place = text.where(info)
     if place:
         lines.append(place)

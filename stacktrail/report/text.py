@@ -1,15 +1,19 @@
 """The report as a readable text tree for a terminal.
 
-    total              120.000 ms  @0.000
-    └─ * wsgi          120.000 ms  @0.000   nova-api@ctl-1
-       ├─   db-query     2.000 ms  @1.000   nova-api@ctl-1
-       └─ * rpc-call   110.000 ms  @5.000   nova-conductor@ctl-2  ! boom
+    span                                   duration  @start(ms)  where
+    total                                120.000 ms  @0.000
+    └─ * wsgi  POST /servers -> 202      120.000 ms  @0.000       api@c1
+       ├─   db  SELECT uuid FROM i…        2.000 ms  @1.000       api@c1
+       └─ * rpc  call conductor.build    110.000 ms  @5.000       cnd@c2  ! bad
 
-``*`` marks the critical path, ``!`` an error; then the critical path and
-the spans with the most self time (the bottleneck) are listed.
+Each span is its point name and, after it, what it did
+(``stacktrail.report.describe``).  ``*`` marks the critical path, ``!`` an
+error; then the critical path and the spans with the most self time (the
+bottleneck) are listed.
 """
 
 from stacktrail.report import analysis
+from stacktrail.report import describe
 
 MAX_INDENT = 60
 LEGEND = "* on the critical path   ! error   ~ open (no stop recorded)"
@@ -38,6 +42,13 @@ def where(info):
     if service and host:
         return "%s@%s" % (clean(service), clean(host))
     return clean(service or host or "")
+
+
+def named(info):
+    """The point name, then what the span did when that is known."""
+    name = clean(info.get("name"))
+    detail = info.get("detail")
+    return "%s  %s" % (name, clean(detail)) if detail else name
 
 
 def _count(number, noun):
@@ -74,7 +85,7 @@ def _tree_lines(report):
         mark = "*" if info.get("critical") else " "
         if len(prefix) > MAX_INDENT:  # very deep traces: keep lines usable
             prefix = "…" + prefix[-(MAX_INDENT - 1):]
-        label = "%s%s %s" % (prefix, mark, clean(info.get("name")))
+        label = "%s%s %s" % (prefix, mark, named(info))
         lines.append((label, info))
         kids = node.get("children", [])
         for i, child in reversed(list(enumerate(kids))):
@@ -127,7 +138,7 @@ def _entry_line(entry, value):
     flags = " !" if entry.get("error") else ""
     flags += " ~open" if entry.get("open") else ""
     place = where(entry)
-    return "%s%s%s  %s" % (clean(entry.get("name")),
+    return "%s%s%s  %s" % (named(entry),
                            " [%s]" % place if place else "", flags, value)
 
 
@@ -165,6 +176,7 @@ def _summary(report):
 def ensure_analysis(report):
     """Annotate a report that was loaded rather than built (e.g. one saved
     by osprofiler) so every renderer can rely on our keys."""
+    describe.ensure(report)
     if ("critical_path" not in report or "top_self_time" not in report
             or report["info"].get("started_us") is None):
         analysis.annotate(report)

@@ -9,9 +9,11 @@ keep working::
 
 and differs where osprofiler loses information: point names are kept whole
 ("db-query" stays "db-query"), every time is also given in microseconds
-(``*_us`` keys), incomplete or malformed traces are repaired and flagged
-instead of silently zeroed, and ``stacktrail.report.analysis`` adds the
-critical path and the spans with the most self time.
+(``*_us`` keys), each span says in one line what it did (``detail``, from
+``stacktrail.report.describe``), incomplete or malformed traces are
+repaired and flagged instead of silently zeroed, and
+``stacktrail.report.analysis`` adds the critical path and the spans with
+the most self time.
 
 Messages may come in any order, duplicated, with a start or a stop
 missing, or with parents that were never stored.  Every step is linear or
@@ -25,6 +27,7 @@ import gc
 import time
 
 from stacktrail.report import analysis
+from stacktrail.report import describe
 
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S"
 _SECOND_CACHE = {}  # "YYYY-mm-ddTHH:MM:SS" -> epoch seconds
@@ -263,6 +266,9 @@ def _error_of(start, stop):
     return "None", None
 
 
+_detail = describe.from_infos
+
+
 def _node(span, t0):
     """The osprofiler-shaped node of a span, plus our keys.
 
@@ -287,6 +293,8 @@ def _node(span, t0):
     started, finished = started_us // 1000, finished_us // 1000
     info = {
         "name": span.name,
+        # What the span did, in one line (ours; osprofiler has no such key).
+        "detail": _detail(start, stop),
         "project": first.get("project"),
         "service": first.get("service"),
         "host": start.get("host") or stop.get("host"),

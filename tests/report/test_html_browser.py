@@ -141,11 +141,14 @@ def browser(tmp_path):
 
 
 def write_report(tmp_path):
-    messages = tg.spans(("wsgi", "r", tg.BASE, 0, 100),
+    messages = tg.spans(("wsgi", "r", tg.BASE, 0, 100,
+                         {"request": {"method": "GET", "path": "/v2/q"}},
+                         {"response": {"status": 200}}),
                         ("db-query", "a", "r", 10, 20),
                         (EVIL, "b", "r", 25, 30),
                         ("rpc-call", "c", "r", 40, 95),
-                        ("db", "d", "c", 50, 90),
+                        # A statement that is markup: its detail is EVIL.
+                        ("db", "d", "c", 50, 90, {"db": {"statement": EVIL}}),
                         ("cache", "f", "c", 55, 60))  # in db's shadow
     messages += tg.span("http", "e", "c", 91, 94,
                         stop_info={"etype": "IOError",
@@ -180,6 +183,18 @@ def test_report_renders_offline_and_keeps_names_as_text(browser, tmp_path):
                           ".map(r => r.querySelector('.name').textContent)")
     assert critical == ["wsgi", "db-query", EVIL, "rpc-call", "db", "http"]
     assert browser.js("document.title") == "stacktrail: Trace " + tg.BASE
+    # What each span did follows its name, as text.
+    details = browser.js("[...document.querySelectorAll('.row')].map(r => "
+                         "(r.querySelector('.detail') || {}).textContent "
+                         "|| '')")
+    assert details == ["GET /v2/q -> 200", "", "", "", EVIL, "", ""]
+    title = browser.js("document.querySelectorAll('.row')[4]"
+                       ".querySelector('.label').title")
+    assert title == "db %s (nova-api@host-1)" % EVIL
+    assert browser.js("document.querySelectorAll('.detail script, "
+                      ".label script').length") == 0
+    lists = browser.js("document.getElementById('critical').textContent")
+    assert "wsgi GET /v2/q -> 200" in lists and "db " + EVIL in lists
 
 
 def test_click_collapse_and_zoom(browser, tmp_path):
@@ -189,6 +204,14 @@ def test_click_collapse_and_zoom(browser, tmp_path):
     browser.js("%s[2].click()" % rows)
     details = browser.js("document.getElementById('details').textContent")
     assert EVIL in details and "host-1" in details
+    # The db span's detail is markup: shown as text under its name.
+    browser.js("%s[4].click()" % rows)
+    shown = browser.js("document.querySelector('#details p.detail')"
+                       ".textContent")
+    assert shown == EVIL
+    assert browser.js("document.querySelector('#details p.detail')"
+                      ".children.length") == 0
+    assert browser.js("document.querySelectorAll('script').length") == 2
     browser.js("%s[6].click()" % rows)
     details = browser.js("document.getElementById('details').textContent")
     assert "<img src=x onerror=alert(2)>" in details

@@ -30,6 +30,14 @@
     if (text !== undefined && text !== null) { node.textContent = String(text); }
     return node;
   }
+  /* What the span did ("GET /v2/servers -> 200"), from the report. */
+  function detail(i) {
+    var d = i.detail;
+    return d === undefined || d === null ? "" : String(d);
+  }
+  function named(i) {
+    return String(i.name) + (detail(i) ? " " + detail(i) : "");
+  }
   function where(i) {
     var parts = [];
     if (i.service) { parts.push(String(i.service)); }
@@ -74,8 +82,9 @@
     row.toggle.tabIndex = row.kids.length ? 0 : -1;
     label.appendChild(row.toggle);
     label.appendChild(el("span", "name", i.name));
+    if (detail(i)) { label.appendChild(el("span", "detail", detail(i))); }
     label.appendChild(el("span", "where", where(i)));
-    label.title = String(i.name) + (where(i) ? " (" + where(i) + ")" : "");
+    label.title = named(i) + (where(i) ? " (" + where(i) + ")" : "");
     var lane = el("div", "lane");
     row.bar = el("div", "bar");
     if (i.critical) { row.bar.classList.add("critical"); }
@@ -183,6 +192,7 @@
     var details = document.getElementById("details");
     details.replaceChildren();
     details.appendChild(el("h3", "", row.info.name));
+    if (detail(row.info)) { details.appendChild(el("p", "detail", detail(row.info))); }
     var table = el("table");
     var raw = [];
     var add = function (key, value) {
@@ -198,6 +208,7 @@
     add("duration", fmt(endUs(row.info) - startUs(row.info)));
     Object.keys(row.info).forEach(function (key) {
       if (key.indexOf("meta.raw_payload.") === 0) { raw.push(key); return; }
+      if (key === "detail") { return; }  /* shown under the name */
       add(key, row.info[key]);
     });
     raw.forEach(function (key) { add(key.slice(17), row.info[key]); });
@@ -267,11 +278,11 @@
   lanes.appendChild(fragment);
   if (!rows.length) { lanes.appendChild(el("p", "hint", "This trace has no spans.")); }
   fillList("critical", data.critical_path, function (e) {
-    return e.name + " \u2014 " + fmt(num(e.critical_us, 0)) + " on the path" + (e.error ? " !" : "");
+    return named(e) + " \u2014 " + fmt(num(e.critical_us, 0)) + " on the path" + (e.error ? " !" : "");
   });
   fillList("selftime", (data.top_self_time || []).filter(function (e) { return e.self_us > 0; }),
     function (e) {
-      return e.name + " \u2014 " + fmt(e.self_us) + " self (" + (100 * num(e.share, 0)).toFixed(1) + "%)" +
+      return named(e) + " \u2014 " + fmt(e.self_us) + " self (" + (100 * num(e.share, 0)).toFixed(1) + "%)" +
         (where(e) ? " [" + where(e) + "]" : "") + (e.error ? " !" : "");
     });
   wire();
