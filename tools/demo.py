@@ -1,10 +1,12 @@
 """The README demo: one traced request through two WSGI services.
 
-``api-a`` answers GET /orders by calling ``api-b`` twice over HTTP; ``api-b``
-does some "database" work.  Each service is a separate process configured
-only through its ``[profiler]`` options and writes to the embedded default
-store (SQLite).  The client signs the request with the demo's HMAC key, and
-the trace is then shown with ``stacktrail trace show``.
+``api-a`` answers GET /orders by calling ``api-b`` twice over HTTP with
+``requests``; ``api-b`` does some "database" work.  Each service is a
+separate process configured only through its ``[profiler]`` options
+(``trace_requests`` makes every outgoing call a span that carries the
+trace) and writes to the embedded default store (SQLite).  The client signs
+the request with the demo's HMAC key, and the trace is then shown with
+``stacktrail trace show``.
 """
 
 import os
@@ -12,7 +14,6 @@ import secrets
 import subprocess
 import sys
 import time
-import urllib.request
 import wsgiref.simple_server
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,6 +35,7 @@ def configure(service, key):
     with open(path, "w") as f:
         f.write("[profiler]\nenabled = true\nhmac_keys = %s\n"
                 "connection_string = %s\n"
+                "trace_requests = true\n"
                 "trace_rpc = false\n" % (key, STORE))  # no RPC here
     conf(["--config-file", path], project="demo")
     initializer.init_from_conf(conf, None, "demo", service, "demo-host")
@@ -48,15 +50,11 @@ def api_b(environ, start_response):
 
 
 def api_a(environ, start_response):
-    from stacktrail import profiler, web
+    import requests
+    from stacktrail import profiler
     port_b = os.environ["DEMO_PORT_B"]
     for path in ("/items", "/items?page=2"):
-        url = "http://127.0.0.1:%s%s" % (port_b, path)
-        with profiler.Trace("http", info={"request": {"method": "GET",
-                                                      "url": url}}):
-            request = urllib.request.Request(
-                url, headers=web.get_trace_id_headers())
-            urllib.request.urlopen(request).read()
+        requests.get("http://127.0.0.1:%s%s" % (port_b, path)).raise_for_status()
     with profiler.Trace("compute"):
         time.sleep(0.01)
     start_response("200 OK", [("Content-Type", "application/json")])
@@ -94,13 +92,11 @@ def start_service(service, port, key, env):
 
 
 def traced_request(port_a, key):
-    from stacktrail import profiler, web
+    import requests
+    from stacktrail import profiler
     prof = profiler.init(key)
-    with profiler.Trace("client", info={"request": {"path": "/orders"}}):
-        request = urllib.request.Request(
-            "http://127.0.0.1:%d/orders" % port_a,
-            headers=web.get_trace_id_headers())
-        urllib.request.urlopen(request).read()
+    with profiler.Trace("client"):
+        requests.get("http://127.0.0.1:%d/orders" % port_a).raise_for_status()
     return prof.get_base_id()
 
 
