@@ -316,6 +316,24 @@ def test_mutable_options_change_on_reload(tmp_path):
     assert app.seen == [None, None]
 
 
+def test_reload_works_when_osprofiler_registered_first(tmp_path):
+    import osprofiler.opts
+    ini = tmp_path / "service.conf"
+    _write(ini, enabled="true", connection_string="noop://", hmac_keys="k1")
+    conf = new_conf()
+    osprofiler.opts.set_defaults(conf)  # a service that loads osprofiler
+    parse(conf, ini)
+    initializer.init_from_conf(conf, None, "p", "s", "h")
+    app = _app()
+    mw = web.WsgiMiddleware(app)
+    _request(mw, _signed("k1"))
+    _write(ini, enabled="true", connection_string="noop://", hmac_keys="k2")
+    conf.mutate_config_files()
+    _request(mw, _signed("k1"))
+    _request(mw, _signed("k2"))
+    assert app.seen == ["k1", None, "k2"]  # osprofiler's hmac_keys reloaded
+
+
 def test_bad_connection_string_keeps_the_service_running(tmp_path, caplog):
     ini = tmp_path / "service.conf"
     _write(ini, enabled="true", connection_string="nosuch://host",
