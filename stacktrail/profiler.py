@@ -71,6 +71,20 @@ class _Profiler:
         stop(info)
 
 
+def _own(info):
+    """A private copy of the caller's info (never kept, never changed).
+
+    Anything that is not a mapping is kept as text rather than raised:
+    tracing never fails the call it traces.
+    """
+    if type(info) is dict:
+        return info.copy()
+    try:
+        return dict(info)
+    except (TypeError, ValueError):
+        return {"info": repr(info)}
+
+
 def _internal_id(value):
     """Ints for canonical UUID text; other text is kept as the peer sent it."""
     if type(value) is int:
@@ -110,7 +124,7 @@ def start(name, info=None):
     span = _Frame(frame.profiler, _new_id(), frame, name)
     _current.set(span)
     _notifier._put((name, START, frame.profiler.base_id, frame.span_id,
-                    span.span_id, _now_ns(), dict(info) if info else None))
+                    span.span_id, _now_ns(), _own(info) if info else None))
 
 
 def stop(info=None):
@@ -121,7 +135,7 @@ def stop(info=None):
     _current.set(frame.parent)
     _notifier._put((frame.name, STOP, frame.profiler.base_id,
                     frame.parent.span_id, frame.span_id, _now_ns(),
-                    dict(info) if info else None))
+                    _own(info) if info else None))
 
 
 def start_detached(name, info=None):
@@ -136,7 +150,7 @@ def start_detached(name, info=None):
         return None
     handle = (name, frame.profiler.base_id, frame.span_id, _new_id())
     _notifier._put((name, START, handle[1], handle[2], handle[3], _now_ns(),
-                    dict(info) if info else None))
+                    _own(info) if info else None))
     return handle
 
 
@@ -146,7 +160,7 @@ def stop_detached(handle, info=None):
         return
     name, base_id, parent_id, span_id = handle
     _notifier._put((name, STOP, base_id, parent_id, span_id, _now_ns(),
-                    dict(info) if info else None))
+                    _own(info) if info else None))
 
 
 def _class_name(cls):

@@ -593,3 +593,12 @@ def test_no_argument_formatting_when_no_trace_is_active(messages):
     profiler.init("key")
     f(loud)
     assert formatted  # formatted only once tracing is on
+
+
+def test_info_that_is_not_a_dict_never_raises(messages):
+    profiler.init("key")
+    profiler.start("odd", info="plain text")
+    profiler.stop(info=[1, 2, 3])
+    start, stop = messages
+    assert start["info"]["info"] == repr("plain text")
+    assert stop["info"]["info"] == repr([1, 2, 3])
