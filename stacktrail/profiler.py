@@ -172,7 +172,11 @@ def _class_name(cls):
 
 def error_info(exc):
     """The stop info recorded for an exception."""
-    return {"etype": _class_name(type(exc)), "message": str(exc)}
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not replace the real error
+        message = "<unprintable %s>" % type(exc).__name__
+    return {"etype": _class_name(type(exc)), "message": message}
 
 
 def _callable_name(fn):

@@ -602,3 +602,18 @@ def test_info_that_is_not_a_dict_never_raises(messages):
     start, stop = messages
     assert start["info"]["info"] == repr("plain text")
     assert stop["info"]["info"] == repr([1, 2, 3])
+
+
+def test_an_unprintable_exception_still_propagates(messages):
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("no text")
+
+    @profiler.trace("calc")
+    def fail():
+        raise Unprintable()
+
+    profiler.init("key")
+    with pytest.raises(Unprintable):
+        fail()
+    assert messages[1]["info"]["message"] == "<unprintable Unprintable>"
