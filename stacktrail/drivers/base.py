@@ -200,9 +200,7 @@ class Driver:
 
     def write_points(self, batch):
         """Format a batch of raw points and store it."""
-        self.write_messages([
-            points.to_message(p, self.host, self.project, self.service)
-            for p in batch])
+        self.write_messages(self.format_points(batch))
 
     def format_points(self, batch):
         """osprofiler messages of a batch, ``project``/``service`` always set.

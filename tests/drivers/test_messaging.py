@@ -70,18 +70,8 @@ def driver(rabbit_url, topic):
 
 
 def _queue_bodies(rabbit_url, queue):
-    """Peek at the queue (requeued on close) to see the raw notifications."""
-    conn = _connection(rabbit_url)
-    try:
-        channel = conn.channel()
-        bodies = []
-        while True:
-            message = channel.basic_get(queue)
-            if message is None:
-                return bodies
-            bodies.append(json.loads(message.body))
-    finally:
-        conn.close()
+    """Peek at the queue (requeued on close) to see the notifications."""
+    return [json.loads(body) for body in _queue_bodies_raw(rabbit_url, queue)]
 
 
 def test_notification_format(driver, rabbit_url, topic):
