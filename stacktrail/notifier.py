@@ -63,8 +63,9 @@ def _make_sink(connection_string, args, kwargs):
                   "string %r: %s", logtext.mask_passwords(connection_string),
                   logtext.one_line(exc, with_type=False))
         return _sink.NoopSink()
-    LOG.info("stacktrail: trace points go to %s",
-             logtext.mask_passwords(connection_string))
+    if not any(key[0] == connection_string for key in _cache):
+        LOG.info("stacktrail: trace points go to %s",
+                 logtext.mask_passwords(connection_string))
     return made
 
 

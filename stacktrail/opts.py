@@ -10,6 +10,8 @@ order, and a config file written for osprofiler keeps its meaning.
 
 from oslo_config import cfg
 
+from stacktrail.common import flags
+
 GROUP = cfg.OptGroup(
     "profiler", title="Request tracing (stacktrail, osprofiler-compatible)",
     help="Trace requests across services; see the stacktrail README.")
@@ -53,12 +55,6 @@ OSPROFILER_OPTS = [
                   help="Switch tracing on for the services on this node. "
                        "Off, a trace started elsewhere has no part from "
                        "this service."),
-    SharedBoolOpt("trace_sqlalchemy", default=False, mutable=True,
-                  help="Add a span for every SQL statement (noisy; "
-                       "parameters are hidden unless show_sql_parameters)."),
-    SharedBoolOpt("trace_requests", default=False, mutable=True,
-                  help="Add an http span for every call made with requests "
-                       "or keystoneauth1 and pass the trace to the callee."),
     SharedStrOpt("hmac_keys", secret=True, mutable=True,
                  help="Comma-separated secret keys. A request whose trace "
                       "header is signed with one of them is traced; the "
@@ -87,20 +83,18 @@ OSPROFILER_OPTS = [
                        "'trace list --error-trace' finds them quickly."),
 ]
 
+
+
+def flag_opt(flag):
+    """The ``[profiler]`` option of a ``common.flags.Flag``."""
+    kind = SharedBoolOpt if flag.shared else cfg.BoolOpt
+    return kind(flag.name, default=flag.default, mutable=True,
+                help=flag.help)
+
+
+FLAG_OPTS = [flag_opt(flag) for flag in flags.BUILTIN]
+
 STACKTRAIL_OPTS = [
-    cfg.BoolOpt("trace_wsgi", default=True, mutable=True,
-                help="Trace incoming HTTP requests (the WSGI filter)."),
-    cfg.BoolOpt("trace_rpc", default=True, mutable=True,
-                help="Trace oslo.messaging calls, casts and notifications "
-                     "and carry the trace to the server."),
-    cfg.BoolOpt("trace_redis", default=False, mutable=True,
-                help="Add a span for every Redis command (no values)."),
-    cfg.BoolOpt("trace_mongodb", default=False, mutable=True,
-                help="Add a span for every MongoDB command (no documents)."),
-    cfg.BoolOpt("trace_pooling", default=False, mutable=True,
-                help="Trace pool checkouts and pool selection."),
-    cfg.BoolOpt("trace_drivers", default=True, mutable=True,
-                help="Trace calls into storage and backend driver objects."),
     cfg.BoolOpt("rpc_signed_trace_info", default=False, mutable=True,
                 help="Send RPC receivers a signed token instead of "
                      "osprofiler's plaintext HMAC key in the request "
@@ -137,7 +131,7 @@ STACKTRAIL_OPTS = [
                     "flusher; when full, points are dropped and counted."),
 ]
 
-ALL_OPTS = OSPROFILER_OPTS + STACKTRAIL_OPTS
+ALL_OPTS = OSPROFILER_OPTS + FLAG_OPTS + STACKTRAIL_OPTS
 
 OTLP_GROUP = cfg.OptGroup("profiler_otlp",
                           title="OTLP export (otlp:// and otlps://)")
@@ -161,24 +155,31 @@ OTLP_OPTS = [
 ]
 
 
-def register_opts(conf):
-    """Register the groups on ``conf`` (idempotent, osprofiler-tolerant)."""
-    for group, options in ((GROUP, ALL_OPTS), (OTLP_GROUP, OTLP_OPTS)):
+def register_opts(conf, extra=()):
+    """Register the groups on ``conf`` (idempotent, osprofiler-tolerant).
+
+    ``extra``: more ``[profiler]`` options (an adapter's own); the flags
+    third parties declared are always added.
+    """
+    profiler_opts = ALL_OPTS + [flag_opt(f) for f in flags.extra()] + \
+        list(extra)
+    for group, options in ((GROUP, profiler_opts), (OTLP_GROUP, OTLP_OPTS)):
         # A group object keeps its options' values: each conf needs its own.
         conf.register_group(cfg.OptGroup(group.name, title=group.title,
                                          help=group.help))
         conf.register_opts(options, group=group.name)
-    _keep_mutable(conf)
+    _keep_mutable(conf, profiler_opts)
 
 
-def _keep_mutable(conf):
-    """Let SIGHUP change shared options even when osprofiler registered them.
+def _keep_mutable(conf, options):
+    """Let SIGHUP change shared options even when another library
+    (osprofiler, the service itself) registered them first.
 
-    osprofiler's definitions are immutable, so a reload would ignore a new
+    Their definitions are immutable, so a reload would ignore a new
     ``enabled`` or ``hmac_keys``; the option that serves both takes ours.
     """
-    for opt in OSPROFILER_OPTS:
-        if opt.mutable:
+    for opt in options:
+        if opt.mutable and isinstance(opt, _SharedWithOsprofiler):
             conf._get_opt_info(opt.dest, GROUP.name)["opt"].mutable = True
 
 
@@ -196,8 +197,10 @@ def set_defaults(conf, **defaults):
 
 
 def list_opts():
-    """For ``oslo-config-generator --namespace stacktrail``."""
-    return [(GROUP, ALL_OPTS), (OTLP_GROUP, OTLP_OPTS)]
+    """osprofiler's ``list_opts``: the core options (``oslo-config-generator
+    --namespace stacktrail`` adds every adapter's, see ``adapters``)."""
+    return [(GROUP, ALL_OPTS + [flag_opt(f) for f in flags.extra()]),
+            (OTLP_GROUP, OTLP_OPTS)]
 
 
 def _conf(conf):

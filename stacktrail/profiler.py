@@ -16,6 +16,7 @@ from stacktrail import notifier as _notifier
 from stacktrail.common import context as _context
 from stacktrail.common import ids as _ids
 from stacktrail.common import points as _points
+from stacktrail.common import settings as _settings
 from stacktrail.common import wrappers as _wrappers
 from stacktrail.common.clock import now_ns as _now_ns
 
@@ -30,12 +31,16 @@ class _Profiler:
     """One trace: its base id, signing key and W3C tracestate.
 
     The span stack is not kept here but in the context, so the same trace
-    can be open in several tasks at once.
+    can be open in several tasks at once.  ``put`` is the sink of the
+    service recording this part of the trace when the code that started it
+    named one (``common.context.writer``: several services in one process);
+    None means the process's notifier.
     """
 
     def __init__(self, hmac_key, base_id=None, parent_id=None,
                  tracestate=None):
         self.hmac_key = hmac_key
+        self.put = _context.writer.get()
         self.base_id = _internal_id(base_id) if base_id else _new_id()
         self.root = _Frame(self, self.base_id, None, None)
         self.tracestate = tracestate
@@ -99,9 +104,11 @@ def init(hmac_key, base_id=None, parent_id=None):
 
     Unlike osprofiler, a second ``init`` always starts afresh: a worker
     reused for another request never continues the previous one's trace.
+    With ``[profiler] enabled = false`` the profiler is returned but not
+    made current: a service switched off records nothing, whoever calls.
     """
     profiler = _Profiler(hmac_key, base_id=base_id, parent_id=parent_id)
-    _current.set(profiler.root)
+    _current.set(profiler.root if _settings.current.enabled else None)
     return profiler
 
 
@@ -121,10 +128,12 @@ def start(name, info=None):
     frame = _current.get()
     if frame is None:
         return
-    span = _Frame(frame.profiler, _new_id(), frame, name)
+    prof = frame.profiler
+    span = _Frame(prof, _new_id(), frame, name)
     _current.set(span)
-    _notifier._put((name, START, frame.profiler.base_id, frame.span_id,
-                    span.span_id, _now_ns(), _own(info) if info else None))
+    (prof.put or _notifier._put)((name, START, prof.base_id, frame.span_id,
+                                  span.span_id, _now_ns(),
+                                  _own(info) if info else None))
 
 
 def stop(info=None):
@@ -133,9 +142,10 @@ def stop(info=None):
     if frame is None or frame.name is None:
         return
     _current.set(frame.parent)
-    _notifier._put((frame.name, STOP, frame.profiler.base_id,
-                    frame.parent.span_id, frame.span_id, _now_ns(),
-                    _own(info) if info else None))
+    prof = frame.profiler
+    (prof.put or _notifier._put)((frame.name, STOP, prof.base_id,
+                                  frame.parent.span_id, frame.span_id,
+                                  _now_ns(), _own(info) if info else None))
 
 
 def start_detached(name, info=None):
@@ -148,9 +158,11 @@ def start_detached(name, info=None):
     frame = _current.get()
     if frame is None:
         return None
-    handle = (name, frame.profiler.base_id, frame.span_id, _new_id())
-    _notifier._put((name, START, handle[1], handle[2], handle[3], _now_ns(),
-                    _own(info) if info else None))
+    prof = frame.profiler
+    handle = (name, prof.base_id, frame.span_id, _new_id(), prof.put)
+    (prof.put or _notifier._put)((name, START, handle[1], handle[2],
+                                  handle[3], _now_ns(),
+                                  _own(info) if info else None))
     return handle
 
 
@@ -158,9 +170,9 @@ def stop_detached(handle, info=None):
     """Close a span opened with ``start_detached`` (None is ignored)."""
     if handle is None:
         return
-    name, base_id, parent_id, span_id = handle
-    _notifier._put((name, STOP, base_id, parent_id, span_id, _now_ns(),
-                    _own(info) if info else None))
+    name, base_id, parent_id, span_id, put = handle
+    (put or _notifier._put)((name, STOP, base_id, parent_id, span_id,
+                             _now_ns(), _own(info) if info else None))
 
 
 def _class_name(cls):
@@ -293,6 +305,8 @@ def trace_cls(name, info=None, hide_args=False, hide_result=True,
         for attr_name, attr in inspect.getmembers(cls):
             if not (inspect.ismethod(attr) or inspect.isfunction(attr)):
                 continue
+            if _wrappers.is_traced(attr):
+                continue  # an adapter traces it already (flag-gated)
             ok, rewrap = _traceable(attr_name, _raw_attr(klass, attr_name),
                                     trace_private, trace_static_methods,
                                     trace_class_methods)

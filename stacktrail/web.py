@@ -66,22 +66,34 @@ def redact_query(query):
 def request_info(environ):
     host = environ.get("HTTP_HOST") or "%s:%s" % (
         environ.get("SERVER_NAME", ""), environ.get("SERVER_PORT", ""))
-    return {"request": {
+    request = {
         "method": environ.get("REQUEST_METHOD", ""),
         "path": environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
         "query": redact_query(environ.get("QUERY_STRING", "")),
         "scheme": environ.get("wsgi.url_scheme", ""),
         "host": host,
-    }}
+    }
+    # The project a request is for, when the client names it (Zaqar's
+    # X-Project-ID; behind keystonemiddleware the same header is set).
+    project = environ.get("HTTP_X_PROJECT_ID")
+    if project:
+        request["project"] = project[:64]
+    return {"request": request}
 
 
 class WsgiMiddleware:
-    """Traces requests that carry a valid trigger; serves every request."""
+    """Traces requests that carry a valid trigger; serves every request.
 
-    def __init__(self, application, hmac_keys=None, enabled=False, **kwargs):
+    ``enabled``: False (``enabled = false`` in paste) switches this filter
+    off for good, whatever the process's tracing switch says; True switches
+    it on when no process switch was set; None (the default) follows the
+    process switch (``[profiler] enabled`` through ``init_from_conf``).
+    """
+
+    def __init__(self, application, hmac_keys=None, enabled=None, **kwargs):
         self.application = application
         self.name = "wsgi"
-        self.enabled = _as_bool(enabled)
+        self.enabled = None if enabled is None else _as_bool(enabled)
         allow = _as_bool(kwargs.get("allow_insecure_hmac_keys", False)) or \
             settings.current.allow_insecure_hmac_keys
         self.hmac_keys = signing.usable_keys(hmac_keys, allow)
@@ -93,7 +105,9 @@ class WsgiMiddleware:
         return filter_
 
     def _active(self):
-        on = self.enabled if _ENABLED is None else _ENABLED
+        if self.enabled is False:
+            return False
+        on = bool(self.enabled) if _ENABLED is None else _ENABLED
         return on and settings.current.flags["trace_wsgi"]
 
     def __call__(self, environ, start_response):

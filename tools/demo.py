@@ -114,7 +114,12 @@ def main():
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT)  # clean exit flushes the buffer
-            proc.wait(10)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:  # never leave a server behind
+                proc.kill()
+                proc.wait()
     from stacktrail import notifier
     notifier.get().flush(5)
     print("Trace %s through api-a and api-b, stored in %s\n" % (base_id,

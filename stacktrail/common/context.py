@@ -12,6 +12,12 @@ import functools
 
 current = contextvars.ContextVar("stacktrail_frame", default=None)
 
+# The sink ``put`` of the service doing the work here, when several services
+# share a process (functional tests, all-in-one nodes): a trace started or
+# joined in this context records that service and host.  None: the
+# process's notifier (the last service initialised).
+writer = contextvars.ContextVar("stacktrail_writer", default=None)
+
 
 class Frame:
     """One open span: ``span_id`` under ``parent``, within ``profiler``."""

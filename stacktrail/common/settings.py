@@ -5,11 +5,9 @@ copied once into a plain object; ``load`` builds a new one on start and on
 every config reload (SIGHUP) and swaps it in with one assignment.
 """
 
+from stacktrail.common import flags as _flags
 from stacktrail.common import sampling
 from stacktrail.common import signing
-
-FLAGS = ("trace_wsgi", "trace_rpc", "trace_sqlalchemy", "trace_requests",
-         "trace_redis", "trace_mongodb", "trace_pooling", "trace_drivers")
 
 
 class Settings:
@@ -25,9 +23,7 @@ class Settings:
 
     def __init__(self, max_triggered=100.0):
         self.limiter = sampling.RateLimiter(max_triggered)
-        self.flags = {name: False for name in FLAGS}
-        self.flags.update(trace_wsgi=True, trace_rpc=True,
-                          trace_drivers=True)
+        self.flags = dict(_flags.DEFAULTS)
 
     def set_keys(self, hmac_keys):
         """Keys that validate incoming headers and the key that signs."""
@@ -37,8 +33,14 @@ class Settings:
                             if self.validation_keys else None)
 
 
-def from_conf(conf):
+def from_conf(conf, declared=None, aliases=None):
+    """Settings from ``conf``'s ``[profiler]`` group.
+
+    ``declared``: the flags to read (default: every registered ``Flag``);
+    ``aliases``: flag name -> the option that sets it in this project.
+    """
     group = conf.profiler
+    aliases = aliases or {}
     new = Settings(group.max_triggered_traces_per_second)
     new.enabled = group.enabled
     new.propagation = tuple(group.propagation)
@@ -48,16 +50,17 @@ def from_conf(conf):
     new.rpc_signed_trace_info = group.rpc_signed_trace_info
     new.allow_insecure_hmac_keys = group.allow_insecure_hmac_keys
     new.set_keys(group.hmac_keys)
-    new.flags = {name: bool(group.enabled and getattr(group, name))
-                 for name in FLAGS}
+    for flag in declared if declared is not None else _flags.every():
+        option = aliases.get(flag.name, flag.name)
+        new.flags[flag.name] = bool(group.enabled and group[option])
     return new
 
 
 current = Settings()
 
 
-def load(conf):
+def load(conf, declared=None, aliases=None):
     """Replace the live settings with the values of ``conf``."""
     global current
-    current = from_conf(conf)
+    current = from_conf(conf, declared, aliases)
     return current

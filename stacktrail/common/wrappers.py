@@ -8,6 +8,24 @@ traced call costs one context lookup, a branch and the call itself.
 
 import functools
 
+# Set on every wrapper stacktrail's method tracing makes: whoever meets a
+# marked function (a second adapter rule, osprofiler's trace_cls called by
+# the service) leaves it alone instead of tracing it twice.
+TRACED = "__stacktrail_traced__"
+
+
+def mark(wrapper):
+    try:
+        setattr(wrapper, TRACED, True)
+    except AttributeError:
+        pass
+    return wrapper
+
+
+def is_traced(fn):
+    """True for a marked wrapper, or a method bound to one."""
+    return bool(getattr(getattr(fn, "__func__", fn), TRACED, False))
+
 _TEMPLATE = """\
 def {name}({params}):
     if _st_current() is None:
@@ -33,13 +51,26 @@ def passthrough(fn, current, traced):
     return functools.wraps(fn)(namespace[name])
 
 
+def generic(fn, current, traced):
+    """The same switch with ``*args, **kwargs`` (any callable)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if current() is None:
+            return fn(*args, **kwargs)
+        return traced(*args, **kwargs)
+    return wrapper
+
+
 def _parameters(fn):
     """(parameter texts, call texts, defaults namespace) of ``fn``."""
     import inspect
     kind = inspect.Parameter
     params, call, defaults = [], [], {}
     previous = None
-    for index, param in enumerate(inspect.signature(fn).parameters.values()):
+    # The function's own parameters, not those of what it wraps: a decorator
+    # may inject or consume arguments (functools.wraps sets __wrapped__).
+    signature = inspect.signature(fn, follow_wrapped=False)
+    for index, param in enumerate(signature.parameters.values()):
         if param.name.startswith("_st_"):
             raise ValueError("parameter name reserved for the wrapper")
         if previous is kind.POSITIONAL_ONLY and \

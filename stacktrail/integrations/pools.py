@@ -14,6 +14,7 @@ so switching it on SIGHUP takes effect at once.
 
 import functools
 
+from stacktrail.common import wrappers
 from stacktrail.integrations import _base
 
 NAME = "pool"
@@ -49,6 +50,8 @@ class checkout:  # noqa: N801 - used like a function in a with statement
 
 
 def _describe(result):
+    if isinstance(result, str):
+        return result[:200]
     text = getattr(result, "name", None) or type(result).__name__
     return str(text)[:200]
 
@@ -69,7 +72,7 @@ def traced(operation=None, pool=None):
                 if span.opened:
                     span.stop_info = {"pool": {"result": _describe(result)}}
                 return result
-        return wrapper
+        return wrappers.mark(wrapper)
     return decorator
 
 

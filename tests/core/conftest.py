@@ -11,6 +11,7 @@ import pytest
 
 from stacktrail import notifier
 from stacktrail import profiler
+from stacktrail import runtime
 from stacktrail import web
 from stacktrail.common import settings
 from stacktrail.common import sink
@@ -23,6 +24,7 @@ def _reset():
     web._ENABLED = None
     web._HMAC_KEYS = None
     settings.current = settings.Settings()
+    runtime.reset()
 
 
 @pytest.fixture(autouse=True)
@@ -34,13 +36,7 @@ def clean_state():
     # switch off the ones a test imported, so no patch outlives its test.
     integrations = sys.modules.get("stacktrail.integrations")
     if integrations is not None:
-        for name in getattr(integrations, "FLAGS", {}).values():
-            mod = sys.modules.get("stacktrail.integrations." + name)
-            if mod is not None and hasattr(mod, "disable"):
-                try:
-                    mod.disable()
-                except Exception:
-                    pass
+        integrations.apply({flag: False for flag in integrations.modules()})
     # Reset the real osprofiler too, when a test imported it.
     if "osprofiler.web" in sys.modules:
         import osprofiler.notifier

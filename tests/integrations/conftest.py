@@ -56,7 +56,7 @@ def clean_slate():
     profiler.clean()
     yield
     profiler.clean()
-    integrations.apply({flag: False for flag in integrations.FLAGS})
+    integrations.apply({flag: False for flag in integrations.modules()})
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def test_patcher_restores_exactly():
     assert Child().method() == "original"
 
 
-@pytest.mark.parametrize("flag", sorted(integrations.FLAGS))
+@pytest.mark.parametrize("flag", sorted(integrations.modules()))
 def test_every_flag_is_idempotent_and_reversible(flag):
     module = integrations.module(flag)
     assert module.enable() is True

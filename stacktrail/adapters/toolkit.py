@@ -1,0 +1,160 @@
+"""What adapters are made of: declarations by dotted path.
+
+A declaration names its target as ``"package.module:Name"`` (or
+``"package.module:Class.attribute"``) and applies when that module is
+imported, or at once when it already is: an adapter loaded while the
+configuration is parsed reaches the modules a service imports later (a
+storage driver loaded by stevedore, a virt driver named in a config file).
+Every change goes through the adapter's ``Patcher``, so it can be undone,
+and a failure is logged once and leaves the service running.
+
+    TraceClass("zaqar.storage.pooling:Catalog", "pool",
+               flag="trace_pooling", methods=("lookup",))
+    TraceCreated("zaqar.storage.base:ControllerBase", describe)
+    Replace("zaqar.storage.utils:load_storage_driver", make)
+    OnImport("zaqar.cmd.server", hook)
+
+Spans are gated by a flag (``flag="trace_message_store"``), read at each
+call from the live settings, so a SIGHUP switches them without a restart.
+Whatever these declarations wrap is marked (``integrations.methods``):
+nothing is traced twice, also when the project calls osprofiler's
+``trace_cls`` on the same object.
+"""
+
+import functools
+import importlib
+import logging
+import sys
+
+from stacktrail.common import settings
+from stacktrail.integrations import _base
+from stacktrail.integrations import methods
+
+LOG = logging.getLogger(__name__)
+
+
+def flag_gate(flag):
+    """A gate that is open while the live flag ``flag`` is on."""
+    if flag is None:
+        return methods.always
+
+    def gate():
+        return settings.current.flags.get(flag, False)
+    gate.flag = flag
+    return gate
+
+
+def resolve(path):
+    """(owner object, attribute name) of ``"module:Owner.attr"``."""
+    module_name, _, attrs = path.partition(":")
+    owner = importlib.import_module(module_name)
+    names = attrs.split(".")
+    for name in names[:-1]:
+        owner = getattr(owner, name)
+    return owner, names[-1]
+
+
+def lookup(path):
+    owner, name = resolve(path)
+    return getattr(owner, name)
+
+
+def when_imported(module_name, hook):
+    """``hook(module)`` once ``module_name`` is imported (now if it is)."""
+    if module_name in sys.modules:
+        hook(sys.modules[module_name])
+        return
+    import wrapt
+    wrapt.register_post_import_hook(hook, module_name)
+
+
+class Declaration:
+    """One thing to do in a project's module, once it is imported."""
+
+    path = ""
+
+    @property
+    def module(self):
+        return self.path.partition(":")[0]
+
+    def register(self, patcher):
+        when_imported(self.module, lambda module: _base.guard(
+            "adapter %s" % self.path, self.apply, patcher))
+
+    def apply(self, patcher):
+        raise NotImplementedError
+
+
+class TraceClass(Declaration):
+    """Trace the methods a class defines: a span ``name`` per call."""
+
+    def __init__(self, path, name, flag=None, methods=None, private=False,
+                 info=None):
+        self.path = path
+        self.name = name
+        self.flag = flag
+        self.methods = methods
+        self.private = private
+        self.info = info
+
+    def apply(self, patcher):
+        methods.trace_class(lookup(self.path), self.name,
+                            flag_gate(self.flag), self.methods, self.private,
+                            self.info, patcher)
+
+
+class TraceCreated(Declaration):
+    """Trace each object of a class (or of its subclasses) once created.
+
+    ``describe(obj)`` says how: ``(span name, flag)``, or None to leave
+    that object alone.  Meant for bases whose subclasses live in modules
+    loaded later (a storage backend per driver): their objects are traced
+    through instance attributes, so each keeps its type.
+    """
+
+    def __init__(self, path, describe, methods=None, private=False):
+        self.path = path
+        self.describe = describe
+        self.methods = methods
+        self.private = private
+
+    def apply(self, patcher):
+        cls = lookup(self.path)
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(obj, *args, **kwargs):
+            init(obj, *args, **kwargs)
+            _base.guard("adapter %s" % self.path, self.trace, obj)
+        patcher.patch(cls, "__init__", __init__)
+
+    def trace(self, obj):
+        described = self.describe(obj)
+        if described is None or methods.is_object_traced(obj):
+            return
+        name, flag = described
+        methods.trace_object(obj, name, flag_gate(flag), self.methods,
+                             self.private)
+
+
+class Replace(Declaration):
+    """Put ``make(original)`` in place of the attribute at ``path``."""
+
+    def __init__(self, path, make):
+        self.path = path
+        self.make = make
+
+    def apply(self, patcher):
+        owner, name = resolve(self.path)
+        patcher.patch(owner, name, self.make(getattr(owner, name)))
+
+
+class OnImport(Declaration):
+    """Call ``hook(module, patcher)`` once ``module`` is imported."""
+
+    def __init__(self, module, hook):
+        self.path = module
+        self.hook = hook
+
+    def apply(self, patcher):
+        self.hook(sys.modules[self.path], patcher)

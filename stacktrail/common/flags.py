@@ -1,0 +1,110 @@
+"""The ``trace_*`` flags: one registry, from which everything else derives.
+
+Each flag switches one kind of span.  Its declaration says which module
+does the work (``stacktrail.integrations.<name>``, or a third party's), the
+default and the help text; the ``[profiler]`` options (``opts``), the live
+settings (``settings.current.flags``) and the README table are all made
+from this list.  Third parties add flags through the ``stacktrail.flags``
+entry point namespace (each entry point names a ``Flag``); per-project
+adapters declare their own flags too (``stacktrail.adapters``).
+
+Pure data: nothing here imports an integration or a client library.
+"""
+
+import logging
+
+LOG = logging.getLogger(__name__)
+NAMESPACE = "stacktrail.flags"
+
+
+class Flag:
+    """A ``[profiler]`` boolean switching one kind of span.
+
+    ``module``: the dotted module whose ``enable()``/``disable()``/
+    ``is_enabled()`` apply it, or None when the code that makes the spans
+    reads the live flag itself (the WSGI filter, adapters' wrappers).
+    ``shared``: osprofiler defines an option of the same name (it keeps its
+    meaning).  An adapter may name another option that sets a flag's value
+    in its project (Zaqar's ``trace_wsgi_transport`` sets ``trace_wsgi``).
+    """
+
+    def __init__(self, name, default, help, module=None, shared=False):
+        self.name = name
+        self.default = default
+        self.help = help
+        self.module = module
+        self.shared = shared
+
+    def __repr__(self):
+        return "Flag(%r)" % self.name
+
+
+def _integration(name):
+    return "stacktrail.integrations." + name
+
+
+BUILTIN = (
+    Flag("trace_wsgi", True,
+         "Trace incoming HTTP requests (the WSGI filter)."),
+    Flag("trace_rpc", True,
+         "Trace oslo.messaging calls, casts and notifications and carry the "
+         "trace to the server.", _integration("rpc")),
+    Flag("trace_drivers", True,
+         "Trace calls into storage and backend driver objects.",
+         _integration("drivers")),
+    Flag("trace_sqlalchemy", False,
+         "Add a span for every SQL statement (noisy; parameters are hidden "
+         "unless show_sql_parameters).", _integration("sqlalchemy"),
+         shared=True),
+    Flag("trace_requests", False,
+         "Add an http span for every call made with requests or "
+         "keystoneauth1 and pass the trace to the callee.",
+         _integration("http"), shared=True),
+    Flag("trace_redis", False,
+         "Add a span for every Redis command (no values).",
+         _integration("redis")),
+    Flag("trace_mongodb", False,
+         "Add a span for every MongoDB command (no documents).",
+         _integration("pymongo")),
+    Flag("trace_pooling", False,
+         "Trace pool checkouts and pool selection.", _integration("pools")),
+)
+
+DEFAULTS = {flag.name: flag.default for flag in BUILTIN}
+_extra = None
+
+
+def extra(manager=None):
+    """Flags third parties declared through entry points (loaded once).
+
+    ``manager``: a stevedore ExtensionManager to use instead (tests build
+    one with ``ExtensionManager.make_test_instance``).
+    """
+    global _extra
+    if manager is None and _extra is not None:
+        return _extra
+    found = []
+    try:
+        if manager is None:
+            from stevedore import extension
+            manager = extension.ExtensionManager(
+                NAMESPACE, on_load_failure_callback=_load_failed)
+        names = DEFAULTS.keys()
+        for ext in manager:
+            if isinstance(ext.plugin, Flag) and ext.plugin.name not in names:
+                found.append(ext.plugin)
+    except Exception as exc:  # a broken plugin never stops the service
+        LOG.warning("stacktrail: could not load the %s entry points: %s",
+                    NAMESPACE, exc)
+    _extra = tuple(found)
+    return _extra
+
+
+def _load_failed(manager, entry_point, exc):
+    LOG.warning("stacktrail: flag plugin %s could not be loaded: %s",
+                entry_point, exc)
+
+
+def every():
+    """The builtin flags, then the third-party ones."""
+    return BUILTIN + extra()
