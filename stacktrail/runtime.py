@@ -155,6 +155,11 @@ def sink_for(service, host=None, project=None):
     return _sink(state, target)
 
 
+def active():
+    """True once any configuration was activated in this process."""
+    return _latest is not None
+
+
 def reset():
     """Forget every activation (tests)."""
     global _latest

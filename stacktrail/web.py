@@ -107,8 +107,7 @@ class WsgiMiddleware:
     def _active(self):
         if self.enabled is False:
             return False
-        on = bool(self.enabled) if _ENABLED is None else _ENABLED
-        return on and settings.current.flags["trace_wsgi"]
+        return bool(self.enabled) if _ENABLED is None else _ENABLED
 
     def __call__(self, environ, start_response):
         if not self._active():
@@ -121,7 +120,12 @@ class WsgiMiddleware:
                                start_response)
 
     def _begin(self, environ):
-        """The wsgi span's frame if this request is traced, else None."""
+        """The trace position of this request if it is traced, else None.
+
+        ``trace_wsgi = false`` leaves the wsgi span out, not the trace: the
+        request still joins its caller's trace, so its other spans (storage,
+        RPC) hang under the caller's span.
+        """
         keys = _HMAC_KEYS or self.hmac_keys
 
         def header(name):
@@ -133,7 +137,8 @@ class WsgiMiddleware:
             LOG.debug("stacktrail: trace headers ignored", exc_info=True)
             profiler.clean()
             return None
-        profiler.start(self.name, request_info(environ))
+        if settings.current.flags["trace_wsgi"]:
+            profiler.start(self.name, request_info(environ))
         return context.capture()
 
 

@@ -15,7 +15,10 @@ So the operator's whole change is a config fragment::
     driver = stacktrail
 
 and no service needs editing, whatever its entry point (console script,
-uwsgi application, functional test harness that parses a file).
+uwsgi application, functional test harness that parses a file).  Opening
+it again (every parse, every test of a harness) changes nothing, and the
+module imports nothing heavy: some services parse a first time before
+eventlet patches the standard library.
 """
 
 from oslo_config import sources
@@ -28,9 +31,25 @@ class ConfigSourceDriver(sources.ConfigurationSourceDriver):
         return []
 
     def open_source_from_opt_group(self, conf, group_name):
-        from stacktrail import runtime
-        runtime.activate(conf)
+        if _is_the_services(conf):
+            from stacktrail import runtime
+            runtime.activate(conf)
         return _NoValues()
+
+
+def _is_the_services(conf):
+    """True for the configuration a service runs on.
+
+    That is oslo.config's global ``CONF``; other ConfigOpts parsing the
+    same files (a middleware's own, an early parse before the service
+    sets its project) must not switch the process's tracing.  A private
+    ConfigOpts counts only in a process that has no other (a tool, a test).
+    """
+    from oslo_config import cfg
+    if conf is cfg.CONF:
+        return True
+    from stacktrail import runtime
+    return bool(getattr(conf, "project", None)) and not runtime.active()
 
 
 class _NoValues(sources.ConfigurationSource):

@@ -402,11 +402,13 @@ def test_disabled_by_default_and_by_switches():
     assert app.seen[-1] is None
 
 
-def test_trace_wsgi_flag_off_means_untraced():
+def test_trace_wsgi_flag_off_leaves_out_the_span_not_the_trace(messages):
     settings.current.flags["trace_wsgi"] = False
     app = App()
     get(mw(app), signed())
-    assert app.seen == [None]
+    assert app.seen == [BASE]         # the request joined its caller's trace
+    names = [m["name"] for m in messages]
+    assert names and not any(n.startswith("wsgi") for n in names)
 
 
 @pytest.mark.parametrize("value,traced", [
