@@ -29,6 +29,7 @@ from stacktrail import opts
 from stacktrail import web
 from stacktrail.common import flags
 from stacktrail.common import settings
+from stacktrail.integrations import _base
 
 LOG = logging.getLogger(__name__)
 
@@ -158,6 +159,14 @@ def sink_for(service, host=None, project=None):
 def active():
     """True once any configuration was activated in this process."""
     return _latest is not None
+
+
+def _writer_for(service, host):
+    sink = sink_for(service, host)
+    return sink.put if sink is not None else None
+
+
+_base.writer_for = _writer_for
 
 
 def reset():

@@ -13,6 +13,7 @@ So the operator's whole change is a config fragment::
 
     [stacktrail]
     driver = stacktrail
+    # adapter = cinder   (when the service parses without naming itself)
 
 and no service needs editing, whatever its entry point (console script,
 uwsgi application, functional test harness that parses a file).  Opening
@@ -31,9 +32,14 @@ class ConfigSourceDriver(sources.ConfigurationSourceDriver):
         return []
 
     def open_source_from_opt_group(self, conf, group_name):
+        from oslo_config import cfg
+        conf.register_opt(cfg.StrOpt(
+            "adapter", help="The project whose adapter to load (default: "
+                            "the project the service names when it parses "
+                            "its configuration)."), group=group_name)
         if _is_the_services(conf):
             from stacktrail import runtime
-            runtime.activate(conf)
+            runtime.activate(conf, project=conf[group_name].adapter)
         return _NoValues()
 
 

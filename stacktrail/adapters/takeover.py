@@ -28,8 +28,8 @@ from stacktrail.adapters import toolkit
 # (osprofiler module, the stacktrail module serving it, the names taken).
 NAMES = (
     ("osprofiler.profiler", "stacktrail.profiler",
-     ("init", "get", "clean", "start", "stop", "trace")),
-    ("osprofiler.profiler", __name__, ("trace_cls",)),
+     ("get", "clean", "start", "stop", "trace")),
+    ("osprofiler.profiler", __name__, ("init", "trace_cls")),
     ("osprofiler.web", "stacktrail.web",
      ("get_trace_id_headers", "enable", "disable", "WsgiMiddleware")),
     ("osprofiler.notifier", "stacktrail.notifier",
@@ -80,7 +80,22 @@ def installed():
     return bool(_installed)
 
 
-# --- osprofiler.profiler.trace_cls -----------------------------------------------
+# --- osprofiler.profiler.init and trace_cls ---------------------------------------
+
+def init(hmac_key, base_id=None, parent_id=None):
+    """osprofiler's ``init`` at a project's call site (its RPC serializer).
+
+    When the message was already joined to this very trace (the
+    ``trace_rpc`` integration does that before the service deserializes),
+    the current position stays: the server-side span keeps its children.
+    """
+    from stacktrail import profiler
+    current = profiler.get()
+    if current is not None and base_id and \
+            current.get_base_id() == str(base_id):
+        return current
+    return profiler.init(hmac_key, base_id=base_id, parent_id=parent_id)
+
 
 def trace_cls(name, info=None, hide_args=False, hide_result=True,
               trace_private=False, allow_multiple_trace=True,

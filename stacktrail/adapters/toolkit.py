@@ -137,6 +137,35 @@ class TraceCreated(Declaration):
                              self.private)
 
 
+class Serves(Declaration):
+    """Objects of a class (a service) name who records their endpoints'
+    spans when several services share a process.
+
+    ``identify(obj)`` gives ``(service name, host, endpoints)``; each
+    endpoint object (an RPC server's manager) is marked, and a message
+    dispatched to it records as that service on that host.
+    """
+
+    def __init__(self, path, identify):
+        self.path = path
+        self.identify = identify
+
+    def apply(self, patcher):
+        cls = lookup(self.path)
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(obj, *args, **kwargs):
+            init(obj, *args, **kwargs)
+            _base.guard("adapter %s" % self.path, self.mark, obj)
+        patcher.patch(cls, "__init__", __init__)
+
+    def mark(self, obj):
+        service, host, endpoints = self.identify(obj)
+        for endpoint in endpoints:
+            setattr(endpoint, _base.SERVES, (service, host))
+
+
 class Replace(Declaration):
     """Put ``make(original)`` in place of the attribute at ``path``."""
 

@@ -37,6 +37,27 @@ def active():
     return _current.get() is not None and not _emitting.get()
 
 
+# Several services in one process (functional tests, all-in-one nodes):
+# an adapter marks the objects that serve a service (an RPC server's
+# endpoints) with (service, host), and the runtime sets ``writer_for`` to
+# give the sink ``put`` recording as that service.
+SERVES = "_stacktrail_serves"
+writer_for = None
+
+
+def serving_writer(objects):
+    """The ``put`` of the service the first marked object serves, or None
+    (the process's notifier records)."""
+    hook = writer_for
+    if hook is None:
+        return None
+    for obj in objects:
+        serves = getattr(obj, SERVES, None)
+        if serves:
+            return hook(*serves)
+    return None
+
+
 def failures():
     """Count of swallowed tracing failures per integration."""
     return dict(_failures)

@@ -20,10 +20,10 @@ Two ways to use it:
   pattern): it writes the trace into each context it serializes and joins
   the trace of each context it deserializes.
 * ``enable()`` (the ``trace_rpc`` flag): every ``call``/``cast`` is an
-  ``rpc`` span, every RPC and notification sent carries the trace, and
-  every RPC dispatched and notification delivered runs inside the caller's
-  trace, in a context of its own that is discarded afterwards (also when
-  the handler raises).
+  ``rpc`` span on the client side, every RPC and notification sent carries
+  the trace, and every RPC dispatched (an ``rpc`` span of type ``server``)
+  and notification delivered runs inside the caller's trace, in a context
+  of its own that is discarded afterwards (also when the handler raises).
 """
 
 import contextvars
@@ -114,11 +114,14 @@ def run_in_trace(ctxt, fn, *args, **kwargs):
     Runs in a copy of the current context, so whatever trace it joins (or
     leaves open) is gone when it returns or raises.
     """
-    return contextvars.copy_context().run(_joined, ctxt, fn, args, kwargs)
+    return contextvars.copy_context().run(_joined, ctxt, None, fn, args,
+                                          kwargs)
 
 
-def _joined(ctxt, fn, args, kwargs):
+def _joined(ctxt, writer, fn, args, kwargs):
     _managed.set(True)
+    if writer is not None:
+        context.writer.set(writer)
     profiler.clean()
     if isinstance(ctxt, dict):
         _base.guard("rpc", extract, ctxt)
@@ -204,13 +207,38 @@ def _traced_send(original, signed):
     return wrapper
 
 
-def _traced_dispatch(original):
+def _server_info(incoming):
+    message = getattr(incoming, "message", None) or {}
+    rpc = {"method": message.get("method"), "type": "server"}
+    for field in ("namespace", "version"):
+        if message.get(field):
+            rpc[field] = message[field]
+    return {"rpc": rpc}
+
+
+def _served(original, dispatcher, incoming):
+    """The server side of a call or cast: an ``rpc`` span around it."""
+    info = _base.guard("rpc", _server_info, incoming)
+    with _base.Span("rpc", NAME, info):
+        return original(dispatcher, incoming)
+
+
+def _traced_dispatch(original, server_span):
+    """Each message dispatched inside the trace it carries, recorded by
+    the service its endpoints serve (several services in one process)."""
     @functools.wraps(original)
     def wrapper(self, incoming):
         ctxt = getattr(incoming, "ctxt", None)
         if not carries_trace(ctxt) and context.current.get() is None:
             return original(self, incoming)
-        return run_in_trace(ctxt, original, self, incoming)
+        writer = _base.guard("rpc", _base.serving_writer,
+                             getattr(self, "endpoints", ()))
+        if server_span:
+            return contextvars.copy_context().run(
+                _joined, ctxt, writer, _served, (original, self, incoming),
+                {})
+        return contextvars.copy_context().run(
+            _joined, ctxt, writer, original, (self, incoming), {})
     return wrapper
 
 
@@ -228,9 +256,10 @@ class _Global(_base.Instrumentor):
         for method in ("_send", "_send_notification"):
             patcher.patch(transport, method,
                           _traced_send(getattr(transport, method), signed))
-        for cls in (rpc_dispatcher.RPCDispatcher,
-                    notify_dispatcher.NotificationDispatcher):
-            patcher.patch(cls, "dispatch", _traced_dispatch(cls.dispatch))
+        for cls, server_span in ((rpc_dispatcher.RPCDispatcher, True), (
+                notify_dispatcher.NotificationDispatcher, False)):
+            patcher.patch(cls, "dispatch",
+                          _traced_dispatch(cls.dispatch, server_span))
 
 
 _global = _Global()

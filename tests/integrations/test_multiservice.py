@@ -242,15 +242,17 @@ def _edges(report):
     return edges
 
 
+# The client side of the RPC under wsgi, the server side under it, and the
+# server's statements and commands under that.
 FULL = {("client", "root"), ("http", "client"), ("wsgi", "http"),
-        ("rpc", "wsgi"), ("db", "rpc"), ("redis", "rpc"),
+        ("rpc", "wsgi"), ("rpc", "rpc"), ("db", "rpc"), ("redis", "rpc"),
         ("mongodb", "rpc")}
 
 # flag switched off -> the tree expected without its spans
 WITHOUT = {
     "trace_requests": {("client", "root"), ("wsgi", "client"),
-                       ("rpc", "wsgi"), ("db", "rpc"), ("redis", "rpc"),
-                       ("mongodb", "rpc")},
+                       ("rpc", "wsgi"), ("rpc", "rpc"), ("db", "rpc"),
+                       ("redis", "rpc"), ("mongodb", "rpc")},
     "trace_rpc": {("client", "root"), ("http", "client"), ("wsgi", "http"),
                   ("db", "wsgi"), ("redis", "wsgi"), ("mongodb", "wsgi")},
     "trace_sqlalchemy": FULL - {("db", "rpc")},

@@ -81,14 +81,17 @@ def test_call_is_a_span_and_server_joins(serve, trace, recorder):
     endpoint = Endpoint()
     client = serve(endpoint)
     assert client.call({}, "work") == "done"
-    (start, stop), = recorder.spans("rpc")
+    (server, _), (start, stop) = recorder.spans("rpc")  # in stop order
     assert start["info"]["rpc"] == {"method": "work", "type": "call",
                                     "topic": client.target.topic}
     assert start["parent_id"] == trace.get_id()
+    # The server side is a span of its own, under the caller's.
+    assert server["info"]["rpc"] == {"method": "work", "type": "server"}
+    assert server["parent_id"] == start["trace_id"]
     base, parent = endpoint.seen[0]
-    assert base == trace.get_base_id() and parent == start["trace_id"]
+    assert base == trace.get_base_id() and parent == server["trace_id"]
     (work, _), = recorder.spans("work")
-    assert work["parent_id"] == start["trace_id"]
+    assert work["parent_id"] == server["trace_id"]
     assert profiler.get().get_id() == trace.get_id()
 
 
@@ -107,8 +110,12 @@ def test_cast_and_handler_error_cleans_context(serve, live, recorder):
     profiler.init(KEY)
     client.cast({}, "work")
     _wait(lambda: len(endpoint.seen) == 3)
-    assert [s["info"]["rpc"]["type"] for s, _ in recorder.spans("rpc")] == [
-        "call", "cast"]
+    types = [s["info"]["rpc"]["type"] for s, _ in recorder.spans("rpc")]
+    assert [t for t in types if t != "server"] == ["call", "cast"]
+    assert types.count("server") == 2
+    failed = [stop for start, stop in recorder.spans("rpc")
+              if start["info"]["rpc"]["type"] == "server"][0]
+    assert failed["info"]["etype"].endswith("ValueError")
     assert not recorder.unclosed()
 
 
@@ -150,7 +157,9 @@ def test_osprofiler_caller_joins_our_server(serve, recorder):
         client.call(ctxt, "work")
     finally:
         osp.clean()
-    assert endpoint.seen[0] == (prof.get_base_id(), prof.get_id())
+    (server, _), = recorder.spans("rpc")
+    assert server["parent_id"] == prof.get_id()
+    assert endpoint.seen[0] == (prof.get_base_id(), server["trace_id"])
 
 
 def test_our_caller_joins_osprofiler_server(serve, trace, recorder):
@@ -175,7 +184,8 @@ def test_our_caller_joins_osprofiler_server(serve, trace, recorder):
     rpc.enable()
     client = serve(Endpoint(), serializer=serializer)
     client.call({}, "work")
-    (span, _), = recorder.spans("rpc")
+    span = [s for s, _ in recorder.spans("rpc")
+            if s["info"]["rpc"]["type"] == "call"][0]
     assert serializer.seen == [(trace.get_base_id(), span["trace_id"])]
 
 
@@ -208,9 +218,11 @@ def test_traceparent_from_oslo_messaging_tracing(serve, live, recorder):
         "00f067aa0ba902b7"
     client.call({"traceparent": "00-%s-%s-01" % (trace_hex, span_hex)},
                 "work")
+    (server, _), = recorder.spans("rpc")
     base, parent = endpoint.seen[0]
     assert ids.trace_id_hex(base) == trace_hex
-    assert ids.span_id_hex(parent) == span_hex
+    assert ids.span_id_hex(server["parent_id"]) == span_hex
+    assert parent == server["trace_id"]
 
 
 def test_both_keys_join_once(serve, live, trace, recorder):
