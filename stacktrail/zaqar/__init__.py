@@ -21,6 +21,10 @@ Zaqar parses a configuration that names stacktrail's config source
   driver the same way without that branch.
 * The WSGI filter Zaqar builds in code follows the live flags instead of
   the values read at start.
+* The websocket transport, which Zaqar leaves untraced: a request whose
+  message ``headers`` carry trace headers is traced like an HTTP one
+  (``zaqar.websocket``), its ``websocket`` span switched by
+  ``trace_websocket_transport``.
 """
 
 import logging
@@ -31,6 +35,7 @@ from stacktrail.adapters import Adapter
 from stacktrail.adapters import toolkit
 from stacktrail.common.flags import Flag
 from stacktrail.integrations import pools
+from stacktrail.zaqar import websocket
 
 LOG = logging.getLogger(__name__)
 
@@ -120,6 +125,9 @@ class ZaqarAdapter(Adapter):
         Flag(MANAGEMENT_STORE, False,
              "Zaqar: trace management store controller and driver calls.",
              shared=True),
+        Flag(websocket.FLAG, True,
+             "Zaqar: trace websocket requests that carry trace headers "
+             "(the websocket spans)."),
     )
     aliases = {"trace_wsgi": "trace_wsgi_transport"}
     takeover = True
@@ -139,6 +147,8 @@ class ZaqarAdapter(Adapter):
                         pools.traced("register", "catalogue")),
         toolkit.Replace("zaqar.storage.pooling:Catalog._pool_id",
                         pools.traced("pool_id", "catalogue")),
+        toolkit.Replace("zaqar.api.handler:Handler.process_request",
+                        websocket.process_request),
     )
 
     def setup(self, conf):

@@ -54,7 +54,8 @@ import requests
 
 from tests.services import envs
 
-ZAQAR_REQUIREMENTS = ["zaqar[redis]==23.0.1", "pymongo", "PyMySQL"]
+ZAQAR_REQUIREMENTS = ["zaqar[redis]==23.0.1", "pymongo", "PyMySQL",
+                      "python-zaqarclient[websocket]==4.7.0"]
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0   # ready in ~0.8-1 s here; a loaded 2-core CI box, more
 STOP_GRACE = 10.0
@@ -609,3 +610,83 @@ def drop_mongo_databases(mongo_url):
                 client.drop_database(db)
     finally:
         client.close()
+
+
+# --- other entry points, client programs -------------------------------------
+
+def run_python(code, *args, env=None, overlay=None, timeout=120, **environ):
+    """``python -c code args...`` in Zaqar's env (python-zaqarclient and
+    websocket-client are there; stacktrail from ``overlay``); its stdout.
+    RuntimeError with the output when it fails."""
+    env = env or zaqar_env()
+    res = subprocess.run([env.python, "-c", code, *map(str, args)],
+                         env=env.environ(overlay=overlay, **environ),
+                         capture_output=True, text=True, timeout=timeout,
+                         stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir())
+    if res.returncode:
+        raise RuntimeError("client program failed (%d):\n%s" % (
+            res.returncode, (res.stdout + res.stderr)[-4000:]))
+    return res.stdout
+
+
+_SERVE_APP = """\
+import sys
+from wsgiref import simple_server
+from zaqar.transport.wsgi import app
+simple_server.make_server(sys.argv[1], int(sys.argv[2]),
+                          app.application).serve_forever()
+"""
+
+
+class WsgiAppServer(ZaqarServer):
+    """``zaqar.transport.wsgi.app:application`` (what uwsgi, gunicorn or
+    mod_wsgi host) served by wsgiref.  The application reads only the
+    default config locations: ``home`` becomes the process's HOME and
+    should hold ``.zaqar/zaqar.conf`` and ``.zaqar/zaqar.conf.d/*.conf``
+    (write_config(home / ".zaqar") writes the first).  The port goes on
+    the command line (``listen.conf`` is not read)."""
+
+    def __init__(self, home, **kwargs):
+        home = Path(home)
+        kwargs.setdefault("extra_environ", {})["HOME"] = str(home)
+        super().__init__([home / ".zaqar" / "zaqar.conf"], workdir=home,
+                         **kwargs)
+
+    def command(self):
+        return [self.env.python, "-c", _SERVE_APP, HOST, str(self.port)]
+
+
+class WebsocketServer(ZaqarServer):
+    """zaqar-server with ``[drivers] transport = websocket`` (autobahn) on
+    a free port; ``url`` is ``ws://...``.  Ready once it listens (it
+    answers no HTTP ping); the notification endpoint takes any free port
+    on HOST."""
+
+    @property
+    def url(self):
+        return f"ws://{HOST}:{self.port}"
+
+    def command(self):
+        path = self.workdir / "websocket.conf"
+        path.write_text(render_conf({
+            "drivers": {"transport": "websocket"},
+            "drivers:transport:websocket": {
+                "bind": HOST, "port": self.port,
+                "notification_bind": HOST, "notification_port": 0}}))
+        return super().command() + ["--config-file", str(path)]
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ZaqarStartError(
+                    "zaqar-server exited with %s at start; log %s:\n%s"
+                    % (self.proc.returncode, self.log_path,
+                       self.log_text()[-4000:]))
+            if _listens(self.proc.pid, self.port):
+                self.startup_seconds = time.monotonic() - self._started_at
+                return
+            time.sleep(0.05)
+        raise ZaqarStartError(
+            "zaqar-server did not listen within %.0f s; log %s:\n%s"
+            % (self.start_timeout, self.log_path, self.log_text()[-4000:]))
