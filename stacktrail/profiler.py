@@ -247,7 +247,7 @@ def trace(name, info=None, hide_args=False, hide_result=True,
                     raise
                 stop(stop_info(result))
                 return result
-            return async_wrapper
+            return _wrappers.mark_decorator(async_wrapper)
 
         def traced(*args, **kwargs):
             start(name, start_info(args, kwargs))
@@ -261,14 +261,10 @@ def trace(name, info=None, hide_args=False, hide_result=True,
 
         fast = _wrappers.passthrough(fn, current_frame, traced)
         if fast is not None:
-            return fast
+            return _wrappers.mark_decorator(fast)
 
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            if current_frame() is None:
-                return fn(*args, **kwargs)
-            return traced(*args, **kwargs)
-        return wrapper
+        return _wrappers.mark_decorator(
+            _wrappers.generic(fn, current_frame, traced))
 
     return decorator
 

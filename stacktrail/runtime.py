@@ -28,8 +28,8 @@ from stacktrail import notifier
 from stacktrail import opts
 from stacktrail import web
 from stacktrail.common import flags
+from stacktrail.common import context
 from stacktrail.common import settings
-from stacktrail.integrations import _base
 
 LOG = logging.getLogger(__name__)
 
@@ -121,7 +121,14 @@ def _apply(state):
                         "trust_traceparent start traces here")
     else:
         web.disable()
-    integrations.apply(live.flags)
+    integrations.apply(_installed(state, live))
+
+
+def _installed(state, live):
+    """{flag: integration on}: a flag's own value, or tracing itself for
+    an integration that carries the trace between processes."""
+    return {flag.name: live.flags.get(flag.name, False) or
+            (flag.carries and live.enabled) for flag in state.flags()}
 
 
 def _sink(state, target):
@@ -166,7 +173,7 @@ def _writer_for(service, host):
     return sink.put if sink is not None else None
 
 
-_base.writer_for = _writer_for
+context.writer_for = _writer_for
 
 
 def reset():

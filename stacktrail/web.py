@@ -88,12 +88,18 @@ class WsgiMiddleware:
     off for good, whatever the process's tracing switch says; True switches
     it on when no process switch was set; None (the default) follows the
     process switch (``[profiler] enabled`` through ``init_from_conf``).
+    ``service``: the name its requests record under, when several services
+    share the process (default: the process's).
     """
 
-    def __init__(self, application, hmac_keys=None, enabled=None, **kwargs):
+    def __init__(self, application, hmac_keys=None, enabled=None,
+                 service=None, **kwargs):
         self.application = application
         self.name = "wsgi"
         self.enabled = None if enabled is None else _as_bool(enabled)
+        # The service this app is, when it shares its process with others
+        # (paste ``service = ...``, or an adapter): requests record as it.
+        self.service = service
         allow = _as_bool(kwargs.get("allow_insecure_hmac_keys", False)) or \
             settings.current.allow_insecure_hmac_keys
         self.hmac_keys = signing.usable_keys(hmac_keys, allow)
@@ -127,6 +133,8 @@ class WsgiMiddleware:
         RPC) hang under the caller's span.
         """
         keys = _HMAC_KEYS or self.hmac_keys
+        if self.service:
+            context.writer.set(context.writer_of(self.service))
 
         def header(name):
             return environ.get("HTTP_" + name.upper().replace("-", "_"))

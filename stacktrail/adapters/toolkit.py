@@ -11,6 +11,7 @@ and a failure is logged once and leaves the service running.
     TraceClass("zaqar.storage.pooling:Catalog", "pool",
                flag="trace_pooling", methods=("lookup",))
     TraceCreated("zaqar.storage.base:ControllerBase", describe)
+    Untrace("nova.compute.manager:ComputeManager")
     Replace("zaqar.storage.utils:load_storage_driver", make)
     OnImport("zaqar.cmd.server", hook)
 
@@ -101,6 +102,18 @@ class TraceClass(Declaration):
         methods.trace_class(lookup(self.path), self.name,
                             flag_gate(self.flag), self.methods, self.private,
                             self.info, patcher)
+
+
+class Untrace(Declaration):
+    """Put back the methods osprofiler's ``trace`` wrapped in a class (its
+    decorators or ``TracedMeta``, evaluated at import): for code whose
+    spans stacktrail makes another way."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def apply(self, patcher):
+        methods.untrace_class(lookup(self.path), patcher)
 
 
 class TraceCreated(Declaration):

@@ -18,6 +18,18 @@ current = contextvars.ContextVar("stacktrail_frame", default=None)
 # process's notifier (the last service initialised).
 writer = contextvars.ContextVar("stacktrail_writer", default=None)
 
+# Set by the runtime: (service, host) -> the sink ``put`` recording as that
+# service (None while tracing is off).  Where work for one of several
+# services starts (an RPC dispatch, a WSGI app), the code sets ``writer``.
+writer_for = None
+
+
+def writer_of(service, host=None):
+    """The ``put`` recording as ``service`` on ``host`` (None: the
+    process's notifier)."""
+    hook = writer_for
+    return hook(service, host) if hook is not None else None
+
 
 class Frame:
     """One open span: ``span_id`` under ``parent``, within ``profiler``."""
@@ -64,6 +76,18 @@ def wrap(fn):
 def submit(executor, fn, *args, **kwargs):
     """``executor.submit`` that runs ``fn`` inside the current trace."""
     return executor.submit(wrap(fn), *args, **kwargs)
+
+
+def carried_submit(submit):
+    """An executor class's ``submit`` that runs each callable inside the
+    trace current where it was submitted (for a service's own pools, by
+    replacing the method on the executor class)."""
+    @functools.wraps(submit)
+    def carrying(self, fn, *args, **kwargs):
+        if current.get() is None:
+            return submit(self, fn, *args, **kwargs)
+        return submit(self, wrap(fn), *args, **kwargs)
+    return carrying
 
 
 def spawn_thread(target, *args, **kwargs):

@@ -24,16 +24,21 @@ class Flag:
     ``is_enabled()`` apply it, or None when the code that makes the spans
     reads the live flag itself (the WSGI filter, adapters' wrappers).
     ``shared``: osprofiler defines an option of the same name (it keeps its
-    meaning).  An adapter may name another option that sets a flag's value
-    in its project (Zaqar's ``trace_wsgi_transport`` sets ``trace_wsgi``).
+    meaning).  ``carries``: the module also carries the trace between
+    processes, so it stays on while tracing is and the flag switches only
+    its spans (off, a callee still joins its caller's trace).  An adapter
+    may name another option that sets a flag's value in its project
+    (Zaqar's ``trace_wsgi_transport`` sets ``trace_wsgi``).
     """
 
-    def __init__(self, name, default, help, module=None, shared=False):
+    def __init__(self, name, default, help, module=None, shared=False,
+                 carries=False):
         self.name = name
         self.default = default
         self.help = help
         self.module = module
         self.shared = shared
+        self.carries = carries
 
     def __repr__(self):
         return "Flag(%r)" % self.name
@@ -47,8 +52,9 @@ BUILTIN = (
     Flag("trace_wsgi", True,
          "Trace incoming HTTP requests (the WSGI filter)."),
     Flag("trace_rpc", True,
-         "Trace oslo.messaging calls, casts and notifications and carry the "
-         "trace to the server.", _integration("rpc")),
+         "Trace oslo.messaging calls and casts on both sides (the trace is "
+         "carried to the server whenever tracing is on).",
+         _integration("rpc"), carries=True),
     Flag("trace_drivers", True,
          "Trace calls into storage and backend driver objects.",
          _integration("drivers")),

@@ -22,6 +22,19 @@ def mark(wrapper):
     return wrapper
 
 
+# Set on the wrappers ``profiler.trace`` (the osprofiler-compatible
+# decorator) makes, also when osprofiler's names lead there.
+DECORATOR = "__stacktrail_decorator__"
+
+
+def mark_decorator(wrapper):
+    try:
+        setattr(wrapper, DECORATOR, True)
+    except AttributeError:
+        pass
+    return wrapper
+
+
 def is_traced(fn):
     """True for a marked wrapper, or a method bound to one."""
     return bool(getattr(getattr(fn, "__func__", fn), TRACED, False))

@@ -39,22 +39,17 @@ def active():
 
 # Several services in one process (functional tests, all-in-one nodes):
 # an adapter marks the objects that serve a service (an RPC server's
-# endpoints) with (service, host), and the runtime sets ``writer_for`` to
-# give the sink ``put`` recording as that service.
+# endpoints) with (service, host).
 SERVES = "_stacktrail_serves"
-writer_for = None
 
 
 def serving_writer(objects):
     """The ``put`` of the service the first marked object serves, or None
     (the process's notifier records)."""
-    hook = writer_for
-    if hook is None:
-        return None
     for obj in objects:
         serves = getattr(obj, SERVES, None)
         if serves:
-            return hook(*serves)
+            return context.writer_of(*serves)
     return None
 
 

@@ -41,11 +41,17 @@ def is_traced(fn):
     return wrappers.is_traced(fn)
 
 
-def unwrap_foreign(fn):
-    """``fn`` without osprofiler's ``trace`` wrapper around it."""
-    while hasattr(fn, "__wrapped__") and getattr(
-            getattr(fn, "__code__", None), "co_filename",
-            "").endswith(_OSPROFILER_FILE):
+def _osprofilers(fn):
+    return getattr(getattr(fn, "__code__", None), "co_filename",
+                   "").endswith(_OSPROFILER_FILE)
+
+
+def unwrap_foreign(fn, decorators=False):
+    """``fn`` without osprofiler's ``trace`` wrapper around it (and with
+    ``decorators``, without ``profiler.trace``'s either: what osprofiler's
+    names made once stacktrail took them over)."""
+    while hasattr(fn, "__wrapped__") and (_osprofilers(fn) or (
+            decorators and getattr(fn, wrappers.DECORATOR, False))):
         fn = fn.__wrapped__
     return fn
 
@@ -211,6 +217,28 @@ def _class_functions(cls, inherited):
             if attr_name not in seen:
                 seen[attr_name] = attr
     return [(n, a) for n, a in seen.items() if inspect.isfunction(a)]
+
+
+def untrace_class(cls, patcher=None):
+    """Put back the plain methods osprofiler's ``trace`` wrapped in ``cls``
+    (its decorators and ``TracedMeta``, run at import, or later through
+    the names stacktrail took over): returns the names.
+
+    For classes whose calls stacktrail records another way (an RPC
+    manager's methods are the server side of the ``rpc`` span): they then
+    cost what an untraced call costs, and record no arguments.
+    """
+    done = []
+    for attr_name, attr in list(vars(cls).items()):
+        plain = unwrap_foreign(attr, decorators=True) \
+            if inspect.isfunction(attr) else attr
+        if plain is not attr:
+            if patcher is not None:
+                patcher.patch(cls, attr_name, plain)
+            else:
+                setattr(cls, attr_name, plain)
+            done.append(attr_name)
+    return done
 
 
 def _object_methods(obj, methods, private):

@@ -183,10 +183,16 @@ def _span_info(target, method, call_type):
     return {"rpc": rpc}
 
 
+def _spans_on():
+    """The trace is carried while tracing is on; the rpc spans only while
+    ``trace_rpc`` is (off, a message still joins its caller's trace)."""
+    return settings.current.flags.get("trace_rpc", False)
+
+
 def _traced_client(original, call_type):
     @functools.wraps(original)
     def wrapper(self, ctxt, method, **kwargs):
-        if not _base.active():
+        if not _base.active() or not _spans_on():
             return original(self, ctxt, method, **kwargs)
         info = _base.guard("rpc", _span_info, self.target, method, call_type)
         with _base.Span("rpc", NAME, info):
@@ -233,7 +239,7 @@ def _traced_dispatch(original, server_span):
             return original(self, incoming)
         writer = _base.guard("rpc", _base.serving_writer,
                              getattr(self, "endpoints", ()))
-        if server_span:
+        if server_span and _spans_on():
             return contextvars.copy_context().run(
                 _joined, ctxt, writer, _served, (original, self, incoming),
                 {})

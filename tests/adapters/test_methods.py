@@ -136,3 +136,23 @@ def test_osprofiler_wrapper_is_replaced_not_wrapped(trace, recorder):
     assert _names(recorder) == ["rpc-start", "rpc-stop"]
     assert not hasattr(Api.call, "__wrapped__") or \
         "osprofiler" not in Api.call.__wrapped__.__code__.co_filename
+
+
+def test_untrace_puts_back_methods_trace_wrapped(trace, recorder):
+    """What osprofiler's names wrapped (TracedMeta, @trace), taken over or
+    not, is put back: no span, and no arguments recorded."""
+    osprofiler = pytest.importorskip("osprofiler.profiler")
+
+    class Manager:
+        @profiler.trace("rpc")
+        def build(self, admin_password):
+            return "built"
+
+        @osprofiler.trace("rpc")
+        def delete(self):
+            return "deleted"
+
+    assert sorted(methods.untrace_class(Manager)) == ["build", "delete"]
+    assert Manager().build("S3cr3t") == "built"
+    assert Manager().delete() == "deleted"
+    assert recorder == []
