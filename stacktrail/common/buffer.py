@@ -93,6 +93,7 @@ class BufferedSink(sink.Sink):
         self._dropped_full = 0
         self._dropped_failed = 0
         self._failing_since = None
+        self._lost_before = 0  # ``dropped`` when the current outage began
         self._last_reminder = 0.0
         self._backoff = 0.0
 
@@ -192,26 +193,28 @@ class BufferedSink(sink.Sink):
         return batch
 
     def _write(self, batch):
+        dropped = self.dropped   # a hung store fills the buffer meanwhile
         try:
             self.driver.write_points(batch)
         except Exception as exc:  # a store error never reaches the service
-            self._failed(batch, exc)
+            self._failed(batch, exc, dropped)
             return False
         self.written += len(batch)
         if self._failing_since is not None:
             LOG.warning("stacktrail: %s store is back; %d points were lost",
-                        self.driver.get_name(), self._dropped_failed)
+                        self.driver.get_name(), self._lost_in_outage())
             self._failing_since = None
         self._backoff = 0.0
         return True
 
-    def _failed(self, batch, exc):
+    def _failed(self, batch, exc, dropped_before):
         self.errors += 1
         self._dropped_failed += len(batch)
         self._backoff = min(max(self._backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
         now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = self._last_reminder = now
+            self._lost_before = dropped_before
             LOG.warning("stacktrail: cannot write trace points to the %s "
                         "store, dropping them until it answers: %s",
                         self.driver.get_name(), logtext.one_line(exc))
@@ -219,7 +222,13 @@ class BufferedSink(sink.Sink):
             self._last_reminder = now
             LOG.warning("stacktrail: %s store still failing, %d points "
                         "lost so far: %s", self.driver.get_name(),
-                        self._dropped_failed, logtext.one_line(exc))
+                        self._lost_in_outage(), logtext.one_line(exc))
+
+    def _lost_in_outage(self):
+        """Points lost since the store began failing: the failed batches
+        and the points refused meanwhile because the buffer was full (the
+        flusher backs off, so a long outage loses most points that way)."""
+        return self.dropped - self._lost_before
 
     # control
 

@@ -64,14 +64,14 @@ def traced(fn, name, qualname=None, gate=always, info=None,
     fields); ``qualname`` is the recorded function name.
     """
     qualname = qualname or profiler._callable_name(fn)
-    base = dict(info or {})
+    # Built once: the profiler copies what it records, never this dict.
+    fixed = dict(info or {}, function={"name": qualname})
 
     def start_info(args, kwargs):
-        function = {"name": qualname}
-        if show_args:
-            function["args"] = str(args)
-            function["kwargs"] = str(kwargs)
-        return dict(base, function=function)
+        if not show_args:
+            return fixed
+        return dict(fixed, function={"name": qualname, "args": str(args),
+                                     "kwargs": str(kwargs)})
 
     def slow(*args, **kwargs):
         if not gate() or not _base.active():

@@ -1,0 +1,372 @@
+"""What a Zaqar user waits for, with tracing off, armed, triggered and osprofiler.
+
+    .venv/bin/python benchmarks/zaqar_overhead.py [--rounds N] [--warmup N]
+
+Four real zaqar-server 23 processes (tests/services/zaqar.py), Redis
+message store (the local Redis, a db of its own) and a SQLite management
+store each, all running at once:
+
+* ``off``: Zaqar as published, no stacktrail on its path, no fragment (its
+  own osprofiler installed but disabled, as upstream ships it);
+* ``armed``: stacktrail (``etc/zaqar/stacktrail.conf`` plus
+  ``connection_string = agent://<socket>`` and a key), requests not signed;
+* ``triggered``: the same server configuration, every request signed (a new
+  trace per round), points going through a real stacktrail-agent into Redis
+  (another db);
+* ``osprofiler``: Zaqar's own osprofiler 4.4.0, ``connection_string =
+  redis://`` (a third db), every request signed with its headers (the same
+  bytes as ours).
+
+One round is a POST of one message plus a GET ``?echo=true`` on the
+configuration's queue, from a ``requests.Session`` per configuration (it
+asks for keep-alive, but zaqar-server's wsgiref answers HTTP/1.0 and closes
+every connection, so each request also pays a TCP connect, alike for all).
+Within a round the requests are interleaved one by one (every
+configuration's POST, then every configuration's GET, in an order shuffled
+per round), so noise on this 2-core machine lands on all of them alike;
+only the ratios to ``off`` measured here mean anything.
+
+Printed per configuration: p50 and p99 of the round latency (POST + GET)
+and their ratio to ``off`` (with a 95 % bootstrap interval of the p50
+ratio, resampling rounds), the median of the per-round ratios (paired),
+and the server's CPU time (utime + stime of all its threads, from
+/proc/<pid>/stat) per request and its ratio; the agent's CPU per triggered
+request on a line of its own, and how busy the machine was.  Targets:
+armed p50 <= 1.005 x off, triggered p50 <= 1.05 x off; osprofiler is shown
+for comparison.
+
+Checked while measuring: every response is 201 (POST) or 200 (GET), every
+triggered trace is in the agent's store with its two ``wsgi`` spans (all of
+them are read back), a sample of 100 osprofiler traces is in its store, and
+the agent dropped nothing.  Exit status 0: targets met; 1: a target
+missed; 2: a request failed or a trace is missing.  About 2 minutes with
+the default 1000 rounds (each server is warmed up with 40 uncounted rounds
+first).
+"""
+
+import argparse
+import contextlib
+import gc
+import os
+import random
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests import servers  # noqa: E402
+from tests.agent import harness  # noqa: E402
+from tests.services import envs  # noqa: E402
+from tests.services import tracing  # noqa: E402
+from tests.services import zaqar  # noqa: E402
+
+FRAGMENT = Path(ROOT) / "etc" / "zaqar" / "stacktrail.conf"
+CONFIGS = ("off", "armed", "triggered", "osprofiler")
+SIGNED = ("triggered", "osprofiler")
+TARGETS = {"armed": 1.005, "triggered": 1.05}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+EXPECTED = {"POST": 201, "GET": 200}
+
+
+def cpu_seconds(pid):
+    """utime + stime of process ``pid`` (all its threads), in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy():
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
+def pct(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def p50_interval(rounds, off_rounds, resamples=1000):
+    """95 % bootstrap interval of p50(rounds) / p50(off_rounds), resampling
+    whole rounds (a round's two figures were measured side by side)."""
+    rng = random.Random(0)
+    n = len(rounds)
+    ratios = []
+    for _ in range(resamples):
+        picks = [rng.randrange(n) for _ in range(n)]
+        ratios.append(statistics.median(rounds[i] for i in picks)
+                      / statistics.median(off_rounds[i] for i in picks))
+    return pct(ratios, 0.025), pct(ratios, 0.975)
+
+
+class Target:
+    """One configuration: its server, client, queue and what it measured."""
+
+    def __init__(self, name, server):
+        self.name = name
+        self.server = server
+        self.client = server.client()
+        self.queue = "bench-" + name
+        self.rounds = []          # seconds, POST + GET, counted rounds
+        self.failures = []        # (method, status, text)
+        self.trace_ids = []       # signed configurations: one per round
+        self.headers = None
+        self.pending = 0.0
+        self.cpu = None           # server CPU seconds over counted rounds
+
+    def new_round(self, key):
+        if self.name in SIGNED:
+            base_id, self.headers = tracing.signed_headers(key)
+            self.trace_ids.append(base_id)
+        self.pending = 0.0
+
+    def request(self, method, n):
+        client = self.client
+        if method == "POST":
+            started = time.perf_counter()
+            resp = client.post_messages(
+                self.queue, [{"body": {"n": n}, "ttl": 600}],
+                headers=self.headers)
+        else:
+            started = time.perf_counter()
+            resp = client.get_messages(self.queue, echo=True,
+                                       headers=self.headers)
+        self.pending += time.perf_counter() - started
+        if resp.status_code != EXPECTED[method]:
+            self.failures.append((method, resp.status_code, resp.text[:200]))
+
+
+def run_rounds(targets, rounds, key, counted, rng):
+    """``rounds`` rounds, request by request across the configurations."""
+    order = list(targets)
+    for n in range(rounds):
+        rng.shuffle(order)
+        for target in order:
+            target.new_round(key)
+        for method in ("POST", "GET"):
+            for target in order:
+                target.request(method, n)
+        if counted:
+            for target in order:
+                target.rounds.append(target.pending)
+        if n % 50 == 49:
+            gc.collect()    # the client's own pauses, between rounds
+
+
+def check_traces(url, trace_ids, timeout):
+    """(complete, points per trace, missing ids) of the stored traces:
+    complete means both wsgi spans (start and stop) are stored."""
+    from stacktrail.drivers import base
+    driver = base.get_driver(url)
+    pending = list(trace_ids)
+    points = {}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        still = []
+        for base_id in pending:
+            found = driver.get_messages(base_id)
+            names = [m["name"] for m in found]
+            if names.count("wsgi-start") == 2 and names.count("wsgi-stop") == 2:
+                points[base_id] = len(found)
+            else:
+                still.append(base_id)
+        pending = still
+        if pending:
+            time.sleep(0.5)
+    with contextlib.suppress(Exception):
+        driver.close()
+    return len(points), points, pending
+
+
+def start_servers(stack, workdir, env, overlay, message_url, agent_url,
+                  osprofiler_url, key):
+    started = {}
+    for name in CONFIGS:
+        directory = workdir / name
+        kwargs = {}
+        if name in ("armed", "triggered"):
+            kwargs = dict(overlay=overlay, extra_conf_files=[FRAGMENT],
+                          profiler={"connection_string": agent_url,
+                                    "hmac_keys": key})
+        elif name == "osprofiler":
+            kwargs = dict(profiler=zaqar.profiler_section(osprofiler_url,
+                                                          hmac_keys=key))
+        started[name] = stack.enter_context(
+            zaqar.zaqar_server(directory, message_url, env=env, **kwargs))
+    return started
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=1000,
+                        help="counted rounds per configuration")
+    parser.add_argument("--warmup", type=int, default=40,
+                        help="rounds first, not counted")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    key = "bench-" + secrets.token_hex(16)
+
+    env = zaqar.zaqar_env()
+    redis_server = servers.ensure("redis")
+    workdir = Path(tempfile.mkdtemp(prefix="st-zqbench-", dir="/tmp"))
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, workdir, True)
+        stack.callback(redis_server.stop)
+        urls = {}
+        for what in ("messages", "stacktrail", "osprofiler"):
+            db = stack.enter_context(servers.redis_db(redis_server))
+            urls[what] = "redis://%s:%d/%d" % (redis_server.host,
+                                               redis_server.port, db)
+            stack.callback(_flush, urls[what])
+        overlay = envs.stacktrail_overlay(workdir / "site", env)
+        agent = harness.Agent(harness.short_dir("st-zqagent-"),
+                              [urls["stacktrail"]], flush_interval=0.2,
+                              retry_max_interval=10)
+        stack.callback(shutil.rmtree, agent.workdir, True)
+        agent.start()
+        stack.callback(agent.stop)
+        started = start_servers(stack, workdir, env, overlay,
+                                urls["messages"], agent.url,
+                                urls["osprofiler"], key)
+        targets = [Target(name, started[name]) for name in CONFIGS]
+        for target in targets:
+            stack.callback(target.client.close)
+            resp = target.client.create_queue(target.queue)
+            if resp.status_code not in (201, 204):
+                raise SystemExit("%s: creating the queue gave %s: %s" % (
+                    target.name, resp.status_code, resp.text))
+
+        run_rounds(targets, args.warmup, key, False, rng)
+        time.sleep(1.0)     # warm-up points flushed and written
+        gc.collect()
+        gc.disable()
+        before = {t.name: cpu_seconds(t.server.pid) for t in targets}
+        agent_before = cpu_seconds(agent.proc.pid)
+        received_before = agent.status()["received"]
+        client_before = sum(os.times()[:2])
+        machine_before = machine_busy()
+        started_at = time.monotonic()
+        run_rounds(targets, args.rounds, key, True, rng)
+        elapsed = time.monotonic() - started_at
+        machine_after = machine_busy()
+        client_cpu = sum(os.times()[:2]) - client_before
+        gc.enable()
+        time.sleep(1.0)     # the flushers' last batches (every 0.2 s)
+        for target in targets:
+            target.cpu = cpu_seconds(target.server.pid) - before[target.name]
+
+        by_name = {t.name: t for t in targets}
+        triggered = by_name["triggered"]
+        complete, points, missing = check_traces(
+            urls["stacktrail"], triggered.trace_ids, timeout=60)
+        status = agent.status()
+        agent_cpu = cpu_seconds(agent.proc.pid) - agent_before
+        osp = by_name["osprofiler"]
+        sample = rng.sample(osp.trace_ids, min(100, len(osp.trace_ids)))
+        osp_complete, osp_points, osp_missing = check_traces(
+            urls["osprofiler"], sample, timeout=10)
+        crashed = [t.name for t in targets if not t.server.running()]
+
+    busy, total = (a - b for a, b in zip(machine_after, machine_before))
+    load = {"cores": os.cpu_count(),
+            "busy": busy / total * os.cpu_count() if total else 0.0,
+            "ours": (sum(t.cpu for t in targets) + agent_cpu + client_cpu)
+            / elapsed}
+    return report(args, targets, elapsed, agent_cpu, status,
+                  received_before, complete, points, missing,
+                  osp_complete, osp_points, len(sample), crashed, load)
+
+
+def _flush(url):
+    import redis
+    with contextlib.suppress(Exception):
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+
+
+def report(args, targets, elapsed, agent_cpu, status, received_before,
+           complete, points, missing, osp_complete, osp_points, osp_sampled,
+           crashed, load):
+    by_name = {t.name: t for t in targets}
+    off = by_name["off"]
+    requests_per = 2 * args.rounds
+    off_p50, off_p99 = pct(off.rounds, 0.5), pct(off.rounds, 0.99)
+    off_cpu = off.cpu / requests_per
+    print("zaqar-server 23.0.1, Redis messages + SQLite management; one "
+          "round = POST 1 message + GET ?echo=true")
+    print("%d rounds per configuration (+%d warm-up), interleaved request by "
+          "request, %.0f s" % (args.rounds, args.warmup, elapsed))
+    print("machine: %.2f of %d cores busy during the rounds (these servers, "
+          "the agent and the client: %.2f; the rest is Redis and others)"
+          % (load["busy"], load["cores"], load["ours"]))
+    print()
+    print("%-11s %8s %6s %13s %8s %6s %7s %11s %6s" % (
+        "", "p50 ms", "ratio", "95% interval", "p99 ms", "ratio", "paired",
+        "CPU/req us", "ratio"))
+    ratios, intervals = {}, {}
+    for target in targets:
+        p50, p99 = pct(target.rounds, 0.5), pct(target.rounds, 0.99)
+        paired = statistics.median(
+            a / b for a, b in zip(target.rounds, off.rounds))
+        cpu = target.cpu / requests_per
+        ratios[target.name] = p50 / off_p50
+        intervals[target.name] = (1.0, 1.0) if target is off else \
+            p50_interval(target.rounds, off.rounds)
+        print("%-11s %8.3f %6.3f %6.3f-%-6.3f %8.3f %6.3f %7.3f %11.0f %6.3f"
+              % (target.name, p50 * 1e3, p50 / off_p50,
+                 *intervals[target.name], p99 * 1e3, p99 / off_p99, paired,
+                 cpu * 1e6, cpu / off_cpu if off_cpu else float("inf")))
+    triggered = by_name["triggered"]
+    received = status["received"] - received_before
+    print("%-11s %s %11.0f   (per triggered request; %.1f points each)" % (
+        "agent", " " * 59, agent_cpu / requests_per * 1e6,
+        received / requests_per))
+    print()
+    ok = True
+    for name, target in TARGETS.items():
+        met = ratios[name] <= target
+        ok = ok and met
+        low, high = intervals[name]
+        print("%-28s ratio %.3f (target <= %s) %s  [95%% %.3f-%.3f]" % (
+            "%s p50 / off p50" % name, ratios[name], target,
+            "ok" if met else "MISSED", low, high))
+    print("%-28s ratio %.3f (for comparison)" % (
+        "osprofiler p50 / off p50", ratios["osprofiler"]))
+    print()
+    failed = {t.name: t.failures for t in targets if t.failures}
+    print("failed requests: %d of %d" % (
+        sum(len(f) for f in failed.values()), requests_per * len(targets)))
+    for name, failures in failed.items():
+        print("  %s: %d, first %s" % (name, len(failures), failures[0]))
+    per_trace = statistics.median(points.values()) if points else 0
+    print("triggered traces stored with both wsgi spans: %d of %d "
+          "(median %d points per trace)" % (complete, len(triggered.trace_ids),
+                                            per_trace))
+    if missing:
+        print("  missing, e.g. %s" % missing[:3])
+    print("osprofiler traces stored (sample): %d of %d (median %d points "
+          "per trace)" % (osp_complete, osp_sampled,
+                          statistics.median(osp_points.values())
+                          if osp_points else 0))
+    print("agent: received %d, written %d, dropped %s" % (
+        status["received"], status["written"], status["dropped"] or "{}"))
+    if crashed:
+        print("servers no longer running: %s" % ", ".join(crashed))
+    if failed or missing or crashed or osp_complete < osp_sampled or \
+            status["dropped"]:
+        return 2
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
