@@ -94,9 +94,8 @@ def _internal_id(value):
     """Ints for canonical UUID text; other text is kept as the peer sent it."""
     if type(value) is int:
         return value
-    if _ids.is_uuid(value) and value == _ids.to_uuid(_ids.to_int(value)):
-        return _ids.to_int(value)
-    return value
+    number = _ids.canonical_int(value)
+    return value if number is None else number
 
 
 def init(hmac_key, base_id=None, parent_id=None):

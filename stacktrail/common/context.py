@@ -18,6 +18,10 @@ current = contextvars.ContextVar("stacktrail_frame", default=None)
 # process's notifier (the last service initialised).
 writer = contextvars.ContextVar("stacktrail_writer", default=None)
 
+# True while a synchronous notifier writes a point (common.sink): the
+# integrations leave its own store calls untraced.
+emitting = contextvars.ContextVar("stacktrail_emitting", default=False)
+
 # Set by the runtime: (service, host) -> the sink ``put`` recording as that
 # service (None while tracing is off).  Where work for one of several
 # services starts (an RPC dispatch, a WSGI app), the code sets ``writer``.

@@ -6,6 +6,7 @@ same in osprofiler's format and in W3C Trace Context / OTLP.
 """
 
 import random
+import re
 
 _getrandbits = random.getrandbits
 _CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
@@ -57,6 +58,18 @@ def to_int(value):
         number = int.from_bytes(hashlib.sha1(text.encode()).digest()[:16],
                                 "big")
     return number
+
+
+_CANONICAL = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+def canonical_int(text):
+    """The id of canonical (lower-case, dashed) UUID text, else None: such
+    text comes back unchanged from ``to_uuid``."""
+    if type(text) is str and _CANONICAL.match(text):
+        return int(text.replace("-", ""), 16) or None
+    return None
 
 
 def is_uuid(text):

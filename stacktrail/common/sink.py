@@ -6,6 +6,7 @@ do I/O, never raise).  Calling the sink with a formatted dict is osprofiler's
 notifier interface, kept for code that calls ``notifier.notify`` directly.
 """
 
+from stacktrail.common import context
 from stacktrail.common import points
 
 
@@ -46,6 +47,7 @@ class CallableSink(Sink):
         self.fn = fn
 
     def put(self, point):
+        reset = context.emitting.set(True)   # its store calls: untraced
         try:
             self.fn(points.to_message(point))
         except Exception:
@@ -54,6 +56,8 @@ class CallableSink(Sink):
             self.dropped += 1
             logging.getLogger(__name__).debug("stacktrail: notifier %r failed", self.fn,
                       exc_info=True)
+        finally:
+            context.emitting.reset(reset)
 
     def __call__(self, info, context=None):
         self.fn(info)

@@ -14,7 +14,6 @@ Every hook body runs through ``guard``: a failure inside tracing is logged
 (once per integration, then at debug level) and swallowed.
 """
 
-import contextvars
 import logging
 import threading
 
@@ -27,13 +26,14 @@ _current = context.current
 _failures = {}
 _MISSING = object()
 
-# Set while a hook hands points to the notifier: a synchronous notifier that
-# writes to Redis or SQL must not trace its own writes (endless recursion).
-_emitting = contextvars.ContextVar("stacktrail_emitting", default=False)
+# Set by a synchronous notifier while it writes (common.sink): its own Redis
+# or SQL writes must not be traced (endless recursion).  A buffered sink
+# writes from its flusher thread, where no trace is open.
+_emitting = context.emitting
 
 
 def active():
-    """True when a trace is open here and we are not inside our own hook."""
+    """True when a trace is open here and no notifier is writing."""
     return _current.get() is not None and not _emitting.get()
 
 
@@ -76,15 +76,6 @@ def guard(where, fn, *args):
         return None
 
 
-def _emitting_call(fn, *args):
-    """``fn(*args)`` with our own hooks switched off (no self-tracing)."""
-    reset = _emitting.set(True)
-    try:
-        return fn(*args)
-    finally:
-        _emitting.reset(reset)
-
-
 # --- spans -----------------------------------------------------------------
 
 def error_info(exc, info=None):
@@ -121,7 +112,7 @@ class Span:
         return self
 
     def _start(self):
-        _emitting_call(profiler.start, self.name, self.info)
+        profiler.start(self.name, self.info)
         return _current.get()
 
     def __exit__(self, etype, exc, tb):
@@ -137,19 +128,19 @@ class Span:
         # Close exactly our span: a callee that left spans open (or closed
         # too many) must not make us pop the wrong one.
         _current.set(frame)
-        _emitting_call(profiler.stop, info)
+        profiler.stop(info)
 
 
 def leaf_start(name, info):
     """Emit the start of an unpushed span; returns its handle (or None)."""
     if _emitting.get():
         return None
-    return _emitting_call(profiler.start_detached, name, info)
+    return profiler.start_detached(name, info)
 
 
 def leaf_stop(handle, info=None):
     """Emit the stop of a span made by ``leaf_start``."""
-    _emitting_call(profiler.stop_detached, handle, info)
+    profiler.stop_detached(handle, info)
 
 
 # --- patching --------------------------------------------------------------

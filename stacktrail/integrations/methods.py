@@ -100,7 +100,7 @@ def traced(fn, name, qualname=None, gate=always, info=None,
 
 
 def _open(name, info):
-    _base._emitting_call(profiler.start, name, info)
+    profiler.start(name, info)
     return _current.get()
 
 
@@ -108,7 +108,7 @@ def _stop(frame, info):
     """Stop exactly ``frame``'s span, whatever the callee left open; the
     current position is then ``frame``'s parent."""
     _current.set(frame)
-    _base.guard(frame.name, _base._emitting_call, profiler.stop, info)
+    _base.guard(frame.name, profiler.stop, info)
     _current.set(frame.parent)
 
 
