@@ -12,6 +12,7 @@ import urllib.parse
 
 from stacktrail import profiler
 from stacktrail.common import context
+from stacktrail.common import kinds
 from stacktrail.common import propagation
 from stacktrail.common import settings
 from stacktrail.common import signing
@@ -78,7 +79,7 @@ def request_info(environ):
     project = environ.get("HTTP_X_PROJECT_ID")
     if project:
         request["project"] = project[:64]
-    return {"request": request}
+    return kinds.WSGI.start_info(request)
 
 
 class WsgiMiddleware:

@@ -9,6 +9,9 @@ service that also uses OpenTelemetry itself keeps its own setup.
 Ids stay W3C-consistent with the rest of stacktrail: the trace id is the
 base id as 128 bits, a span id is the low 64 bits of the point's trace_id,
 the parent likewise; a span whose parent is the base id is a root span.
+A span's kind and its semantic-convention attributes come from the kinds
+its info records (``stacktrail.common.kinds``); whatever they do not map
+is exported under ``stacktrail.``, secrets left out.
 
 Options come from keyword arguments or the ``[profiler_otlp]`` group of
 the conf handed in: ``service_name_prefix``, ``headers`` ("k=v,k2=v2"),
@@ -23,13 +26,13 @@ import collections
 import http.client
 import json
 import logging
-import re
 import ssl
 import threading
 import time
 import urllib.parse
 
 from stacktrail.common import ids
+from stacktrail.common import kinds
 from stacktrail.common import points
 from stacktrail.drivers import base
 
@@ -40,15 +43,6 @@ READ_ONLY = ("otlp is write-only: read traces in your OpenTelemetry backend "
 DEFAULT_PORT = 4318
 TRACES_PATH = "/v1/traces"
 MAX_TEXT = 8192
-# A point's category is the first word of its name: "db-query" -> "db".
-_CATEGORY = re.compile(r"[-._ :/]")
-SERVER_CATEGORIES = frozenset(["wsgi"])
-CLIENT_CATEGORIES = frozenset([
-    "db", "sql", "sqlalchemy", "http", "https", "requests", "rpc", "redis",
-    "mongodb", "pymongo", "memcache", "memcached", "amqp", "messaging",
-])
-# Categories whose db.system follows from the name alone.
-DB_SYSTEMS = {"redis": "redis", "mongodb": "mongodb", "pymongo": "mongodb"}
 # Never exported: osprofiler records raw SQL parameters, which hold secrets.
 SECRET_KEYS = frozenset(["params", "parameters", "password", "token",
                          "hmac_key", "auth_token"])
@@ -301,18 +295,18 @@ def _version():
 def _span(trace_pb, common_pb, start, stop):
     first = start or stop
     info = _merge(start.info if start else {}, stop.info if stop else {})
-    category = _CATEGORY.split(first.name, 1)[0].lower()
-    kind = _kind(trace_pb, category, first.name, info)
+    found = kinds.parts(first.name, info)
+    kind = _span_kind(trace_pb, kinds.span_kind(first.name, info, found))
+    attrs = _attributes(first.name, info, found)
     span = trace_pb.Span(
         trace_id=first.base.to_bytes(16, "big"),
         span_id=(first.span & ids.LOW64).to_bytes(8, "big"),
-        name=_name(first.name, info),
+        name=_name(first.name, attrs),
         kind=kind,
         start_time_unix_nano=first.ns,
         end_time_unix_nano=stop.ns if stop else first.ns)
     if first.parent and first.parent != first.base:
         span.parent_span_id = (first.parent & ids.LOW64).to_bytes(8, "big")
-    attrs = _attributes(category, first.name, info)
     if start is None:
         attrs["stacktrail.start_missing"] = True
     if stop is None:
@@ -333,123 +327,60 @@ def _merge(start_info, stop_info):
     return merged
 
 
-def _kind(trace_pb, category, name, info):
-    kinds = trace_pb.Span.SpanKind
-    if category in SERVER_CATEGORIES or (category == "rpc"
-                                         and "server" in name.lower()):
-        return kinds.SPAN_KIND_SERVER
-    if category in CLIENT_CATEGORIES or "db" in info or "requests" in info:
-        return kinds.SPAN_KIND_CLIENT
-    return kinds.SPAN_KIND_INTERNAL
+_SPAN_KINDS = {}  # "CLIENT" -> its enum value (protobuf lookups are slow)
 
 
-def _name(name, info):
+def _span_kind(trace_pb, name):
+    """The enum value of one of ``kinds.SPAN_KINDS`` ("CLIENT"...)."""
+    value = _SPAN_KINDS.get(name)
+    if value is None:
+        value = _SPAN_KINDS[name] = getattr(trace_pb.Span.SpanKind,
+                                            "SPAN_KIND_" + name)
+    return value
+
+
+def _name(name, attrs):
     """The full point name, or "METHOD /path" for HTTP when known."""
-    for key in ("request", "requests", "http"):
-        http = info.get(key)
-        if isinstance(http, dict) and http.get("method") and http.get("path"):
-            return "%s %s" % (http["method"], http["path"])
-    return name
+    method, path = attrs.get("http.request.method"), attrs.get("url.path")
+    return "%s %s" % (method, path) if method and path else name
 
 
-def _attributes(category, name, info):
-    """Semantic-convention attributes, then the rest under stacktrail."""
-    rest = {k: (dict(v) if isinstance(v, dict) else v)
-            for k, v in info.items()}
+def _attributes(name, info, found):
+    """Each kind's semantic-convention attributes (``kinds``), then the
+    rest under stacktrail."""
+    rest = dict(info)
     rest.pop("host", None)  # it is the resource's host.name
     attrs = {"stacktrail.name": name}
-    _http_attrs(rest, attrs)
-    _db_attrs(category, rest, attrs)
-    _rpc_attrs(category, rest, attrs)
-    function = rest.get("function")
-    if isinstance(function, dict) and function.get("name"):
-        attrs["code.function.name"] = function.pop("name")
+    for kind, part in found:
+        mapped = _mapped(kind, part, info)
+        if mapped is None:
+            continue
+        for key, value in mapped.items():
+            attrs.setdefault(key, value)
+        for key in {kind.key, kind.stop_key}:
+            _leave_out(rest, key, kind.mapped)
     if rest.get("etype"):
         attrs["error.type"] = rest.pop("etype")
     _flatten("stacktrail", rest, attrs)
     return attrs
 
 
-def _http_attrs(rest, attrs):
-    server = rest.get("request")
-    client = rest.get("requests") or rest.get("http")
-    for part in (p for p in (server, client) if isinstance(p, dict)):
-        _move(part, "method", attrs, "http.request.method")
-        _move(part, "path", attrs, "url.path")
-        _move(part, "query", attrs, "url.query")
-        _move(part, "scheme", attrs, "url.scheme")
-        _move(part, "url", attrs, "url.full")
-        _move(part, "status_code", attrs, "http.response.status_code")
-        _move(part, "status", attrs, "http.response.status_code")
-        _server_address(part, attrs)
-    response = rest.get("response")
-    if isinstance(response, dict):
-        _move(response, "status_code", attrs, "http.response.status_code")
-        _move(response, "status", attrs, "http.response.status_code")
-    code = attrs.get("http.response.status_code")
-    if isinstance(code, str) and code[:3].isdigit():
-        attrs["http.response.status_code"] = int(code[:3])  # "200 OK"
+def _mapped(kind, part, info):
+    """A kind's attributes, or None when its (third-party) mapping fails:
+    then its fields are exported under stacktrail as they are."""
+    try:
+        attrs = kind.attributes(part, info)
+    except Exception:
+        LOG.debug("stacktrail: %r could not map a span", kind, exc_info=True)
+        return None
+    return attrs if isinstance(attrs, dict) else None
 
 
-def _server_address(part, attrs):
-    for key in ("hostname", "server", "host"):
-        _move(part, key, attrs, "server.address")
-    _move(part, "port", attrs, "server.port")
-    if isinstance(attrs.get("server.port"), str):
-        if attrs["server.port"].isdigit():
-            attrs["server.port"] = int(attrs["server.port"])
-
-
-def _db_attrs(category, rest, attrs):
-    db = next((rest[k] for k in ("db", category) if
-               isinstance(rest.get(k), dict)), None)
-    if db is None and category not in DB_SYSTEMS:
-        return
-    db = db if db is not None else {}
-    for key in list(db):
-        if key in SECRET_KEYS:
-            del db[key]
-    system = db.pop("system", None) or DB_SYSTEMS.get(category)
-    attrs["db.system"] = system or _sql_system(db) or "other_sql"
-    attrs["db.system.name"] = attrs["db.system"]
-    for key in ("statement", "query"):
-        if db.get(key):
-            text = str(db.pop(key))
-            attrs["db.query.text"] = attrs["db.statement"] = text
-    for key in ("command", "operation"):
-        _move(db, key, attrs, "db.operation.name")
-    _move(db, "collection", attrs, "db.collection.name")
-    for key in ("database", "name", "namespace"):
-        _move(db, key, attrs, "db.namespace")
-    _server_address(db, attrs)
-
-
-def _sql_system(db):
-    dialect = str(db.pop("dialect", "") or db.pop("engine", "")).lower()
-    for known in ("postgresql", "mysql", "mariadb", "sqlite", "oracle",
-                  "mssql"):
-        if known in dialect:
-            return known
-    return None
-
-
-def _rpc_attrs(category, rest, attrs):
-    rpc = rest.get("rpc")
-    if category != "rpc" and not isinstance(rpc, dict):
-        return
-    attrs["rpc.system"] = "oslo_messaging"
-    if isinstance(rpc, dict):
-        _move(rpc, "method", attrs, "rpc.method")
-        for key in ("topic", "service", "namespace"):
-            _move(rpc, key, attrs, "rpc.service")
-        _server_address(rpc, attrs)
-
-
-def _move(source, key, attrs, name):
-    """Map source[key] to a convention name (first value found wins)."""
-    value = source.pop(key, None)
-    if value not in (None, "") and name not in attrs:
-        attrs[name] = value
+def _leave_out(rest, key, mapped):
+    """The fields a kind mapped are not repeated under stacktrail."""
+    part = rest.get(key)
+    if isinstance(part, dict):
+        rest[key] = {k: v for k, v in part.items() if k not in mapped}
 
 
 def _flatten(prefix, value, attrs):
@@ -466,7 +397,6 @@ def _set_status(trace_pb, common_pb, span, info, attrs, kind):
     codes = trace_pb.Status.StatusCode
     etype = attrs.get("error.type")
     code = attrs.get("http.response.status_code")
-    kinds = trace_pb.Span.SpanKind
     if etype:
         message = str(info.get("message") or "")
         span.status.code = codes.STATUS_CODE_ERROR
@@ -478,7 +408,7 @@ def _set_status(trace_pb, common_pb, span, info, attrs, kind):
             exc_attrs["exception.stacktrace"] = info["traceback"]
         event.attributes.extend(_key_values(common_pb, exc_attrs))
     elif isinstance(code, int) and (code >= 500 or (
-            code >= 400 and kind == kinds.SPAN_KIND_CLIENT)):
+            code >= 400 and kind == _span_kind(trace_pb, kinds.CLIENT))):
         span.status.code = codes.STATUS_CODE_ERROR
 
 

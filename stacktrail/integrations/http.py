@@ -21,6 +21,7 @@ from urllib import parse
 
 from requests import adapters
 
+from stacktrail.common import kinds
 from stacktrail.common import propagation
 from stacktrail.integrations import _base
 
@@ -37,7 +38,7 @@ def request_info(request, show_query=False):
             "path": url.path}
     if show_query and url.query:
         info["query"] = url.query
-    return {"requests": info}
+    return kinds.HTTP.start_info(info)
 
 
 def _traced_send(original, show_query=False):
@@ -50,8 +51,8 @@ def _traced_send(original, show_query=False):
             if span.opened:
                 _base.guard("http", _prepare, request)
             response = original(self, request, *args, **kwargs)
-            span.stop_info = {"requests": {
-                "status_code": getattr(response, "status_code", None)}}
+            span.stop_info = kinds.HTTP.stop_info({
+                "status_code": getattr(response, "status_code", None)})
             return response
     return send
 

@@ -14,6 +14,7 @@ so switching it on SIGHUP takes effect at once.
 
 import functools
 
+from stacktrail.common import kinds
 from stacktrail.common import wrappers
 from stacktrail.integrations import _base
 
@@ -37,7 +38,8 @@ class checkout:  # noqa: N801 - used like a function in a with statement
         self.span = None
         if _on():
             detail = dict(info, name=pool, operation=operation)
-            self.span = _base.Span("pool", NAME, {"pool": detail})
+            self.span = _base.Span("pool", NAME,
+                                   kinds.POOL.start_info(detail))
 
     def __enter__(self):
         return self.span.__enter__() if self.span else _base.Span(
@@ -65,12 +67,13 @@ def traced(operation=None, pool=None):
         def wrapper(*args, **kwargs):
             if not _on():
                 return fn(*args, **kwargs)
-            info = {"pool": {"name": pool or _owner(fn, args),
-                             "operation": op}}
+            info = kinds.POOL.start_info({"name": pool or _owner(fn, args),
+                                          "operation": op})
             with _base.Span("pool", NAME, info) as span:
                 result = fn(*args, **kwargs)
                 if span.opened:
-                    span.stop_info = {"pool": {"result": _describe(result)}}
+                    span.stop_info = kinds.POOL.stop_info(
+                        {"result": _describe(result)})
                 return result
         return wrappers.mark(wrapper)
     return decorator

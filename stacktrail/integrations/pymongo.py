@@ -20,6 +20,7 @@ import threading
 
 from pymongo import monitoring
 
+from stacktrail.common import kinds
 from stacktrail.integrations import _base
 
 NAME = "mongodb"
@@ -59,15 +60,16 @@ class TraceListener(monitoring.CommandListener):
             mongo["host"], mongo["port"] = host
         if self.show_documents:
             mongo["document"] = str(dict(event.command))[:2000]
-        return {"db": mongo}
+        return kinds.DB.start_info(mongo)
 
     def succeeded(self, event):
         handle = _finished(event)
         if handle is not None:
-            info = {"db": {"duration_us": event.duration_micros}}
+            done = {"duration_us": event.duration_micros}
             if self.show_documents:
-                info["db"]["reply"] = str(dict(event.reply))[:2000]
-            _base.guard("pymongo", _base.leaf_stop, handle, info)
+                done["reply"] = str(dict(event.reply))[:2000]
+            _base.guard("pymongo", _base.leaf_stop, handle,
+                        kinds.DB.stop_info(done))
 
     def failed(self, event):
         handle = _finished(event)
@@ -96,10 +98,10 @@ def _failure(event):
     failure = event.failure
     if not isinstance(failure, dict):
         failure = {"errmsg": str(failure)}
+    info = kinds.DB.stop_info({"duration_us": event.duration_micros,
+                               "code": failure.get("code")})
     return {"etype": failure.get("errtype") or "OperationFailure",
-            "message": str(failure.get("errmsg", "")),
-            "db": {"duration_us": event.duration_micros,
-                   "code": failure.get("code")}}
+            "message": str(failure.get("errmsg", "")), **info}
 
 
 def listener(show_documents=False):

@@ -15,6 +15,7 @@ import redis
 import redis.asyncio.client as aclient
 import redis.client as sclient
 
+from stacktrail.common import kinds
 from stacktrail.integrations import _base
 
 NAME = "redis"
@@ -62,17 +63,19 @@ def key_count(args):
 
 
 def _command_info(client, args):
-    return {"db": {"system": "redis", "command": _name(args),
-                   "keys": key_count(args), "db": _db_of(client)}}
+    return kinds.DB.start_info({"system": "redis", "command": _name(args),
+                                "keys": key_count(args),
+                                "db": _db_of(client)})
 
 
 def _pipeline_info(pipe):
     stack = getattr(pipe, "command_stack", ())
     names = [_name(c[0]) for c in list(stack)[:_MAX_NAMES]]
-    return {"db": {"system": "redis", "command": "PIPELINE",
-                   "commands": len(stack), "names": names,
-                   "transaction": bool(getattr(pipe, "transaction", False)),
-                   "db": _db_of(pipe)}}
+    return kinds.DB.start_info({
+        "system": "redis", "command": "PIPELINE", "commands": len(stack),
+        "names": names,
+        "transaction": bool(getattr(pipe, "transaction", False)),
+        "db": _db_of(pipe)})
 
 
 def _db_of(client):

@@ -38,6 +38,7 @@ from oslo_messaging.rpc import dispatcher as rpc_dispatcher
 
 from stacktrail import profiler
 from stacktrail.common import context
+from stacktrail.common import kinds
 from stacktrail.common import propagation
 from stacktrail.common import settings
 from stacktrail.common import signing
@@ -180,7 +181,7 @@ def _span_info(target, method, call_type):
             rpc[field] = value
     if target.fanout:
         rpc["fanout"] = True
-    return {"rpc": rpc}
+    return kinds.RPC.start_info(rpc)
 
 
 def _spans_on():
@@ -219,7 +220,7 @@ def _server_info(incoming):
     for field in ("namespace", "version"):
         if message.get(field):
             rpc[field] = message[field]
-    return {"rpc": rpc}
+    return kinds.RPC.start_info(rpc)
 
 
 def _served(original, dispatcher, incoming):

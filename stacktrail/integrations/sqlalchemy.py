@@ -21,6 +21,7 @@ import weakref
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from stacktrail.common import kinds
 from stacktrail.common import settings
 from stacktrail.integrations import _base
 
@@ -62,14 +63,15 @@ class Listener:
             db["params"] = str(params)
         if executemany:
             db["executemany"] = True
-        return {"db": db}
+        return kinds.DB.start_info(db)
 
     def after(self, conn, cursor, statement, params, context, executemany):
         handle = _take(context)
         if handle is None:
             return
         try:
-            info = None if self.hide_result else {"db": _result(cursor)}
+            info = None if self.hide_result else kinds.DB.stop_info(
+                _result(cursor))
             _base.leaf_stop(handle, info)
         except Exception:
             _base.swallowed("sqlalchemy")
@@ -81,9 +83,9 @@ class Listener:
         try:
             exc = exception_context.original_exception
             cause = exc.__cause__
-            info = _base.error_info(exc, {"db": {
+            info = _base.error_info(exc, kinds.DB.stop_info({
                 "original_exception": str(exc),
-                "chained_exception": str(cause) if cause else ""}})
+                "chained_exception": str(cause) if cause else ""}))
             _base.leaf_stop(handle, info)
         except Exception:
             _base.swallowed("sqlalchemy")

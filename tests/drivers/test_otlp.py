@@ -432,3 +432,47 @@ def test_threads_through_the_buffered_sink(receiver):
     assert not any("stacktrail.unfinished" in attributes(s.attributes)
                    for s in spans)
     sink.close(2)
+
+
+def test_kinds_from_the_registry(receiver):
+    """Span kind and conventions per kind (stacktrail.common.kinds): by
+    what the info records, or by the point's name when it records none."""
+    t = Trace()
+    t.start("rpc", {"rpc": {"method": "build", "type": "call",
+                            "topic": "compute", "server": "cpu-7"}})
+    t.stop()
+    t.start("rpc", {"rpc": {"method": "build", "type": "server"}})
+    t.stop()
+    t.start("rpc", {"function": {"name": "nova.compute.manager.build"}})
+    t.stop()
+    t.start("mongodb", {"db": {"command": "find", "collection": "q"}})
+    t.stop()
+    t.start("pool", {"pool": {"name": "catalogue", "operation": "lookup"}})
+    t.stop({"pool": {"result": "shard-2"}})
+    driver_for(receiver).write_points(t.points)
+    spans = receiver.wait_for_spans(5)
+    client, server, manager, mongo, pool = sorted(
+        spans, key=lambda s: s.start_time_unix_nano)
+    client_attrs = attributes(client.attributes)
+    assert client.kind == KIND.SPAN_KIND_CLIENT
+    assert client_attrs["rpc.system"] == "oslo_messaging"
+    assert client_attrs["rpc.method"] == "build"
+    assert client_attrs["rpc.service"] == "compute"
+    assert client_attrs["server.address"] == "cpu-7"
+    assert client_attrs["stacktrail.rpc.type"] == "call"
+    assert not any(k.startswith("db.") for k in client_attrs)
+    assert server.kind == KIND.SPAN_KIND_SERVER
+    assert manager.kind == KIND.SPAN_KIND_CLIENT
+    assert attributes(manager.attributes)["rpc.system"] == "oslo_messaging"
+    assert attributes(manager.attributes)["code.function.name"] == \
+        "nova.compute.manager.build"
+    mongo_attrs = attributes(mongo.attributes)
+    assert mongo.kind == KIND.SPAN_KIND_CLIENT
+    assert mongo_attrs["db.system"] == "mongodb"
+    assert mongo_attrs["db.operation.name"] == "find"
+    assert mongo_attrs["db.collection.name"] == "q"
+    pool_attrs = attributes(pool.attributes)
+    assert pool.kind == KIND.SPAN_KIND_INTERNAL
+    assert pool_attrs["stacktrail.pool.name"] == "catalogue"
+    assert pool_attrs["stacktrail.pool.result"] == "shard-2"
+    assert not any(k.startswith("db.") for k in pool_attrs)

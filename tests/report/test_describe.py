@@ -16,6 +16,7 @@ from stacktrail import notifier
 from stacktrail import profiler
 from stacktrail import report as reports
 from stacktrail import web
+from stacktrail.common import kinds
 from stacktrail.common import signing
 from stacktrail.common import sink
 from stacktrail.report import describe
@@ -296,12 +297,13 @@ def test_sql_lines(statement, expected):
 
 
 def test_sql_cache_stays_bounded():
-    for i in range(describe._SQL_CACHE_SIZE + 10):
+    # The cache lives with the db kind's describer (stacktrail.common.kinds).
+    for i in range(kinds._SQL_CACHE_SIZE + 10):
         describe.sql("SELECT %d" % i)
-    assert len(describe._SQL_LINES) <= describe._SQL_CACHE_SIZE
+    assert len(kinds._SQL_LINES) <= kinds._SQL_CACHE_SIZE
     huge = "INSERT INTO t VALUES " + "(1, 'x'), " * 10000
     assert describe.sql(huge).startswith("INSERT INTO t VALUES (1, 'x')")
-    assert huge not in describe._SQL_LINES
+    assert huge not in kinds._SQL_LINES
 
 
 # --- reports loaded rather than built ----------------------------------------
