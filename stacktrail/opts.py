@@ -102,6 +102,15 @@ STACKTRAIL_OPTS = [
     cfg.BoolOpt("show_sql_parameters", default=False, mutable=True,
                 help="Record SQL parameters with statements. They may hold "
                      "secrets; leave off outside a test cloud."),
+    cfg.ListOpt("redact_names", default=[], mutable=True,
+                help="More parameter names whose values are hidden in "
+                     "recorded URLs (query and path parameters, the path "
+                     "segment after a segment of that name) and in logged "
+                     "connection strings, matched as whole words of a "
+                     "name, in addition to the built-in list (token, "
+                     "password, secret, key, auth, signature, credential, "
+                     "session, jwt, sig, pwd, pass, otp, code...; see "
+                     "stacktrail.common.redact)."),
     cfg.FloatOpt("sampling_rate", default=0.0, min=0.0, max=1.0,
                  mutable=True,
                  help="Fraction of untriggered requests traced by this "
@@ -109,7 +118,29 @@ STACKTRAIL_OPTS = [
     cfg.FloatOpt("max_triggered_traces_per_second", default=100.0, min=0.0,
                  mutable=True,
                  help="Per-process limit on traces started by a signed "
-                      "header or a trusted traceparent; 0 means no limit."),
+                      "osprofiler header or RPC token; 0 means no limit. "
+                      "Traceparent and sampled traces have their own "
+                      "budget, max_sampled_traces_per_second."),
+    cfg.FloatOpt("max_sampled_traces_per_second", default=100.0, min=0.0,
+                 mutable=True,
+                 help="Per-process limit on traces started without a "
+                      "signature: a trusted traceparent or local sampling. "
+                      "A budget of its own, so unauthenticated requests "
+                      "never use up max_triggered_traces_per_second; 0 "
+                      "means no limit."),
+    cfg.BoolOpt("rpc_accept_plaintext_key", default=True, mutable=True,
+                help="Join the trace of an RPC message that carries "
+                     "osprofiler's plaintext trace_info when its hmac_key "
+                     "is one of hmac_keys (what osprofiler peers send). "
+                     "Off: only a signed, unexpired trace_token (or the "
+                     "traceparent rules) starts a trace from RPC; use with "
+                     "rpc_signed_trace_info once no osprofiler peer is "
+                     "left."),
+    cfg.IntOpt("signed_token_ttl", default=600, min=1, mutable=True,
+               help="Seconds a signed RPC trace_token stays valid after it "
+                    "is sent (rpc_signed_trace_info); receivers refuse "
+                    "older ones, and ones claiming a longer life than their "
+                    "own setting. Keep node clocks in sync."),
     cfg.BoolOpt("trust_traceparent", default=False, mutable=True,
                 help="Continue a sampled W3C traceparent from an "
                      "OpenTelemetry client. Off, an unsigned traceparent "

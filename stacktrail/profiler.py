@@ -182,11 +182,24 @@ def _class_name(cls):
 
 
 def error_info(exc):
-    """The stop info recorded for an exception."""
+    """The stop info recorded for an exception.
+
+    Every traced exception is recorded here (``@trace``, ``Trace``, the
+    WSGI span, every integration), so this is where database errors lose
+    the values they carry: SQLAlchemy's ``[parameters: ...]`` and the row
+    values a server echoes are masked unless ``show_sql_parameters``
+    (``common.redact.error_message``).
+    """
     try:
         message = str(exc)
     except Exception:  # a broken __str__ must not replace the real error
         message = "<unprintable %s>" % type(exc).__name__
+    else:
+        try:
+            from stacktrail.common import redact
+            message = redact.error_message(exc, message)
+        except Exception:  # never let masking fail the traced call
+            message = "<%s: message withheld>" % type(exc).__name__
     return {"etype": _class_name(type(exc)), "message": message}
 
 
@@ -214,10 +227,23 @@ def _mark_traced(fn, allow_multiple_trace):
 
 def trace(name, info=None, hide_args=False, hide_result=True,
           allow_multiple_trace=True):
-    """Decorator: every call of the function is a span named ``name``."""
+    """Decorator: every call of the function is a span named ``name``.
+
+    The call itself never changes: the wrapper takes the parameters the
+    function's own code takes (not those of a function it wraps), returns
+    or raises what the function does, traced or not.  ``staticmethod``,
+    ``classmethod`` and ``property`` objects stay what they are, with the
+    function(s) inside traced.
+    """
     base_info = dict(info) if info else {}
 
     def decorator(fn):
+        if isinstance(fn, (staticmethod, classmethod)):
+            return type(fn)(decorator(fn.__func__))
+        if isinstance(fn, property):
+            return type(fn)(*(decorator(f) if f is not None else None
+                              for f in (fn.fget, fn.fset, fn.fdel)),
+                            fn.__doc__)
         _mark_traced(fn, allow_multiple_trace)
         fn_name = _callable_name(fn)
         current_frame = _current.get  # a closure cell: the cheapest lookup
@@ -234,10 +260,7 @@ def trace(name, info=None, hide_args=False, hide_result=True,
                 "function": {"result": repr(result)}}
 
         if _is_coroutine_function(fn):
-            @functools.wraps(fn)
-            async def async_wrapper(*args, **kwargs):
-                if current_frame() is None:
-                    return await fn(*args, **kwargs)
+            async def traced_async(*args, **kwargs):
                 start(name, start_info(args, kwargs))
                 try:
                     result = await fn(*args, **kwargs)
@@ -246,7 +269,10 @@ def trace(name, info=None, hide_args=False, hide_result=True,
                     raise
                 stop(stop_info(result))
                 return result
-            return _wrappers.mark_decorator(async_wrapper)
+            return _wrappers.mark_decorator(
+                _wrappers.passthrough(fn, current_frame, traced_async,
+                                      is_async=True)
+                or _wrappers.generic_async(fn, current_frame, traced_async))
 
         def traced(*args, **kwargs):
             start(name, start_info(args, kwargs))
@@ -258,12 +284,9 @@ def trace(name, info=None, hide_args=False, hide_result=True,
             stop(stop_info(result))
             return result
 
-        fast = _wrappers.passthrough(fn, current_frame, traced)
-        if fast is not None:
-            return _wrappers.mark_decorator(fast)
-
         return _wrappers.mark_decorator(
-            _wrappers.generic(fn, current_frame, traced))
+            _wrappers.passthrough(fn, current_frame, traced)
+            or _wrappers.generic(fn, current_frame, traced))
 
     return decorator
 
@@ -314,7 +337,11 @@ def trace_cls(name, info=None, hide_args=False, hide_result=True,
                                      "previously traced attribute '%s'"
                                      % attr_name)
         for attr_name, attr, rewrap in chosen:
-            if rewrap is classmethod:
+            if klass is not cls:
+                # An instance: its own attribute, bound as getmembers gave
+                # it (a classmethod object there would not be callable).
+                rewrap = None
+            elif rewrap is classmethod:
                 attr = attr.__func__  # getmembers gave it bound to the class
             traced = trace(name, info=info, hide_args=hide_args,
                            hide_result=hide_result)(attr)

@@ -3,17 +3,22 @@
 A request is traced only when ``propagation.start_from_headers`` says so.
 The traced request runs in a copy of the caller's context, body iteration
 included, so its trace can never leak into the next request the worker
-serves, and the ``wsgi`` span closes only after the body was sent.
+serves, and the ``wsgi`` span closes only after the body was sent.  A
+request that is not traced still takes part in W3C Trace Context (when
+``propagation`` names w3c): it runs in such a copy too, holding the
+caller's ``traceparent`` or a new one, so the calls it makes pass it on.
 """
 
 import contextvars
 import logging
+import types
 import urllib.parse
 
 from stacktrail import profiler
 from stacktrail.common import context
 from stacktrail.common import kinds
 from stacktrail.common import propagation
+from stacktrail.common import redact
 from stacktrail.common import settings
 from stacktrail.common import signing
 
@@ -24,9 +29,10 @@ X_TRACE_HMAC = propagation.X_TRACE_HMAC
 
 _ENABLED = None
 _HMAC_KEYS = None
-_SENSITIVE = ("token", "password", "passwd", "secret", "key", "auth",
-              "signature", "credential")
+_SENSITIVE = redact.CONTAINS  # the list lives in common.redact
 _TRUE = ("1", "true", "yes", "on")
+_untraced = propagation.untraced
+_GeneratorType = types.GeneratorType
 
 
 def get_trace_id_headers():
@@ -55,13 +61,10 @@ def _as_bool(value):
 
 
 def redact_query(query):
-    """The query string with the values of secret-looking names hidden."""
-    if not query:
-        return query
-    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-    return urllib.parse.urlencode(
-        [(k, "***" if any(s in k.lower() for s in _SENSITIVE) else v)
-         for k, v in pairs], safe="*")
+    """The query string with the values of secret parameters hidden
+    (``common.redact``: the documented list, ``[profiler] redact_names``);
+    the rest is kept as the client wrote it."""
+    return redact.query(query)
 
 
 def request_info(environ):
@@ -69,7 +72,8 @@ def request_info(environ):
         environ.get("SERVER_NAME", ""), environ.get("SERVER_PORT", ""))
     request = {
         "method": environ.get("REQUEST_METHOD", ""),
-        "path": environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+        "path": redact.path(environ.get("SCRIPT_NAME", "") +
+                            environ.get("PATH_INFO", "")),
         "query": redact_query(environ.get("QUERY_STRING", "")),
         "scheme": environ.get("wsgi.url_scheme", ""),
         "host": host,
@@ -116,15 +120,47 @@ class WsgiMiddleware:
             return False
         return bool(self.enabled) if _ENABLED is None else _ENABLED
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ, start_response=None):
+        if start_response is None:
+            return self._call_with_request(environ)
         if not self._active():
             return self.application(environ, start_response)
         ctx = contextvars.copy_context()
         span = ctx.run(self._begin, environ)
         if span is None:
-            return self.application(environ, start_response)
+            if ctx.get(_untraced) is None:
+                return self.application(environ, start_response)
+            # Not traced here, but its W3C context goes on to the calls
+            # the application makes (propagation.W3CContext).
+            body = ctx.run(self.application, environ, start_response)
+            if type(body) is _GeneratorType:
+                return _CarriedBody(ctx, body)
+            return body
         return _TracedResponse(ctx, span, self.application, environ,
                                start_response)
+
+    def _call_with_request(self, request):
+        """osprofiler's other form, ``middleware(webob_request)`` (its
+        filter is a ``webob.dec.wsgify``): ``request.get_response(app)``,
+        the ``wsgi`` span around that call as osprofiler has it."""
+        if isinstance(request, dict):
+            raise TypeError("Calling %r as a WSGI app with the wrong "
+                            "signature" % self)
+        if not self._active():
+            return request.get_response(self.application)
+        ctx = contextvars.copy_context()
+        span = ctx.run(self._begin, request.environ)
+        if span is None:
+            if ctx.get(_untraced) is None:
+                return request.get_response(self.application)
+            return ctx.run(request.get_response, self.application)
+        try:
+            response = ctx.run(request.get_response, self.application)
+        except BaseException as exc:
+            ctx.run(_stop_span, span, None, profiler.error_info(exc))
+            raise
+        ctx.run(_stop_span, span, getattr(response, "status", None), None)
+        return response
 
     def _begin(self, environ):
         """The trace position of this request if it is traced, else None.
@@ -140,7 +176,8 @@ class WsgiMiddleware:
         def header(name):
             return environ.get("HTTP_" + name.upper().replace("-", "_"))
         try:
-            if propagation.start_from_headers(header, keys) is None:
+            if propagation.start_from_headers(header, keys,
+                                              participate=True) is None:
                 return None
         except Exception:
             LOG.debug("stacktrail: trace headers ignored", exc_info=True)
@@ -149,6 +186,27 @@ class WsgiMiddleware:
         if settings.current.flags["trace_wsgi"]:
             profiler.start(self.name, request_info(environ))
         return context.capture()
+
+
+class _CarriedBody:
+    """A generator body of an untraced request, run in the request's
+    context so that calls it makes carry the request's W3C context.  Other
+    bodies (lists, file wrappers) are returned as they are."""
+
+    __slots__ = ("ctx", "body")
+
+    def __init__(self, ctx, body):
+        self.ctx = ctx
+        self.body = body
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.ctx.run(next, self.body)
+
+    def close(self):
+        self.ctx.run(self.body.close)
 
 
 class _TracedResponse:

@@ -83,17 +83,28 @@ def installed():
 # --- osprofiler.profiler.init and trace_cls ---------------------------------------
 
 def init(hmac_key, base_id=None, parent_id=None):
-    """osprofiler's ``init`` at a project's call site (its RPC serializer).
+    """osprofiler's ``init`` at a project's call site (its RPC serializer,
+    its thread pools).
 
     When the message was already joined to this very trace (the
     ``trace_rpc`` integration does that before the service deserializes),
     the current position stays: the server-side span keeps its children.
+    In a service with ``hmac_keys``, a trace is joined only with one of
+    them, as the ``trace_rpc`` integration does: whoever can put
+    ``trace_info`` in a message must not start traces here without the
+    key.  A client (no keys configured) starts its own trace as before.
     """
     from stacktrail import profiler
+    from stacktrail.common import settings
+    from stacktrail.common import signing
     current = profiler.get()
     if current is not None and base_id and \
             current.get_base_id() == str(base_id):
         return current
+    keys = settings.current.validation_keys
+    if keys and signing.matching_key(hmac_key, keys) is None:
+        profiler.clean()
+        return profiler._Profiler(None, base_id=base_id, parent_id=parent_id)
     return profiler.init(hmac_key, base_id=base_id, parent_id=parent_id)
 
 

@@ -98,3 +98,31 @@ def span_id_hex(span_id):
 def from_w3c_span(trace_id, span_id):
     """The id whose low 64 bits are a W3C span-id, high bits from its trace."""
     return (int(trace_id, 16) & ~LOW64) | int(span_id, 16)
+
+
+def w3c_span_int(span_id):
+    """The W3C span-id of an id as an int, never 0 (all-zero is invalid):
+    an id whose low 64 bits are zero uses its high bits, else 1."""
+    value = to_int(span_id)
+    return value & LOW64 or (value >> 64) & LOW64 or 1
+
+
+def w3c_trace_int(base_id):
+    """The W3C trace-id of a base id as an int, never 0 and never wider
+    than 128 bits."""
+    value = to_int(base_id)
+    if 0 < value < 1 << 128:
+        return value
+    return to_int("w3c:%s" % value)
+
+
+def new_span64():
+    """A fresh random, non-zero 64-bit W3C span-id."""
+    return _getrandbits(64) or 1
+
+
+def is_random_id(value):
+    """True for an id shaped as a version 4 UUID (ours and osprofiler's):
+    its right-most 7 bytes are random, so W3C's random-trace-id flag holds."""
+    return type(value) is int and (value >> 76) & 0xF == 4 and \
+        (value >> 62) & 0x3 == 2

@@ -1,14 +1,13 @@
 """Text fit for a log line or a one-line error: no password, no newline."""
 
-import re
-
-# scheme://user:password@host -> scheme://user:***@host (also ":pw@").
-_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^\s/]*@")
-
 
 def mask_passwords(text):
-    """``text`` with the password of every URL in it replaced by ***."""
-    return _PASSWORD.sub(r"\1***@", str(text))
+    """``text`` with every password and secret of a connection string in
+    it replaced by *** (``common.redact.mask_text``: URL passwords in every
+    form, also inside %-encoded URLs such as ``transport_url=``, secret
+    ``name=value`` parameters, token-shaped values)."""
+    from stacktrail.common import redact  # its patterns take ms to compile
+    return redact.mask_text(text)
 
 
 def one_line(error, limit=300, with_type=True):
@@ -17,8 +16,55 @@ def one_line(error, limit=300, with_type=True):
     Only the first line: drivers put statements and parameters after it.
     """
     lines = str(error).strip().splitlines()
-    text = mask_passwords(lines[0][:limit]) if lines else ""
+    # Masked before it is cut: a cut inside a URL could hide its "@".
+    text = mask_passwords(lines[0][:limit + 4096])[:limit] if lines else ""
     name = type(error).__name__ if isinstance(error, BaseException) else ""
     if not with_type or not name:
         return text or name
     return "%s: %s" % (name, text) if text else name
+
+
+class Throttle:
+    """At most one log line per key and ``interval`` seconds.
+
+    ``ready(key)`` says whether a line may be written now and how many
+    were held back since the last one, so that the line can say so::
+
+        ok, held = throttle.ready("fd_limit")
+        if ok:
+            LOG.warning("... (%d more since the last message)", held)
+
+    Used where one cause can repeat thousands of times a second (a refused
+    connection, a full disk, a failing frame): the counters say how often,
+    the log says that it happens, without flooding it.
+    """
+
+    def __init__(self, interval=60.0, clock=None):
+        import threading
+        import time
+        self.interval = interval
+        self._clock = clock or time.monotonic
+        self._last = {}
+        self._held = {}
+        self._lock = threading.Lock()
+
+    def ready(self, key):
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval:
+                self._held[key] = self._held.get(key, 0) + 1
+                return False, 0
+            self._last[key] = now
+            return True, self._held.pop(key, 0)
+
+    def log(self, logger, level, key, message, *args):
+        """``logger.log(level, message % args)`` unless throttled; a held
+        count is appended to the line.  Returns True when logged."""
+        ok, held = self.ready(key)
+        if ok:
+            if held:
+                message += " (%d more like this since the last message)"
+                args = args + (held,)
+            logger.log(level, message, *args)
+        return ok

@@ -1,4 +1,10 @@
-"""Which requests get traced: a per-process rate limit and head sampling."""
+"""Which requests get traced: per-process rate limits and head sampling.
+
+Two budgets, so that no unauthenticated input can use up the traces an
+administrator asks for: one for signed triggers (an osprofiler header or
+RPC token signed with one of our keys), one for everything else (a
+trusted ``traceparent``, local sampling).
+"""
 
 import random
 import time

@@ -19,10 +19,16 @@ class Settings:
     trust_traceparent = False
     show_sql_parameters = False
     rpc_signed_trace_info = False
+    rpc_accept_plaintext_key = True
+    signed_token_ttl = 600
     allow_insecure_hmac_keys = False
 
-    def __init__(self, max_triggered=100.0):
-        self.limiter = sampling.RateLimiter(max_triggered)
+    def __init__(self, max_triggered=100.0, max_sampled=100.0):
+        # Separate budgets: signed triggers (osprofiler headers, RPC
+        # tokens) and unauthenticated ones (traceparent, local sampling).
+        self.signed_limiter = sampling.RateLimiter(max_triggered)
+        self.sampled_limiter = sampling.RateLimiter(max_sampled)
+        self.limiter = self.signed_limiter  # the name before the split
         self.flags = dict(_flags.DEFAULTS)
 
     def set_keys(self, hmac_keys):
@@ -33,6 +39,15 @@ class Settings:
                             if self.validation_keys else None)
 
 
+def _option(group, name, default):
+    """``group.<name>``, or ``default`` when the option is not registered
+    (a conf prepared by an older release of an adapter)."""
+    try:
+        return group[name]
+    except Exception:
+        return default
+
+
 def from_conf(conf, declared=None, aliases=None):
     """Settings from ``conf``'s ``[profiler]`` group.
 
@@ -41,13 +56,18 @@ def from_conf(conf, declared=None, aliases=None):
     """
     group = conf.profiler
     aliases = aliases or {}
-    new = Settings(group.max_triggered_traces_per_second)
+    new = Settings(group.max_triggered_traces_per_second,
+                   _option(group, "max_sampled_traces_per_second", 100.0))
     new.enabled = group.enabled
     new.propagation = tuple(group.propagation)
     new.sampling_rate = group.sampling_rate
     new.trust_traceparent = group.trust_traceparent
     new.show_sql_parameters = group.show_sql_parameters
     new.rpc_signed_trace_info = group.rpc_signed_trace_info
+    new.rpc_accept_plaintext_key = _option(
+        group, "rpc_accept_plaintext_key", Settings.rpc_accept_plaintext_key)
+    new.signed_token_ttl = _option(group, "signed_token_ttl",
+                                   Settings.signed_token_ttl)
     new.allow_insecure_hmac_keys = group.allow_insecure_hmac_keys
     new.set_keys(group.hmac_keys)
     for flag in declared if declared is not None else _flags.every():

@@ -1,7 +1,9 @@
 """osprofiler's signed trace info: URL-safe base64 JSON plus HMAC-SHA1.
 
 The byte layout is osprofiler 4.x's, so headers signed by either library
-validate in the other.
+validate in the other.  Nothing here raises on what a peer sent: every
+malformed, oversized, non-text or deeply nested input reads as "not
+signed" (None).
 """
 
 import base64
@@ -9,12 +11,24 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 
 LOG = logging.getLogger(__name__)
 
-# Values shipped as examples by devstack and osprofiler's own defaults.
-DEFAULT_LOOKING_KEYS = frozenset({"secret_key", "secret_hmac_key", "secret"})
 MAX_PACKED = 4096
+MAX_KEY = 1024
+
+# The weak-key check: a key shorter than MIN_KEY_LENGTH characters, whose
+# estimated entropy is under MIN_KEY_BITS, or that is mostly a run of
+# consecutive characters is refused for validating trace triggers.  Random
+# keys of 128 bits pass, whatever their encoding (``openssl rand -hex 16``,
+# ``openssl rand -base64 18``, ``python3 -c 'import secrets;
+# print(secrets.token_urlsafe())'``, a UUID); default values, dictionary
+# words, short passwords, repeated or sequential text do not.  The
+# estimate is conservative for short keys: a 64-bit key (16 hex digits) is
+# refused, a 96-bit one (24 hex digits) very rarely.
+MIN_KEY_LENGTH = 16
+MIN_KEY_BITS = 64
 
 
 def split_keys(keys):
@@ -23,32 +37,113 @@ def split_keys(keys):
         return []
     if isinstance(keys, str):
         keys = keys.split(",")
-    return [k.strip() for k in keys if k and k.strip()]
+    return [k.strip() for k in keys
+            if isinstance(k, str) and k and k.strip()]
+
+
+def estimated_bits(key):
+    """A conservative estimate of the entropy of ``key`` in bits.
+
+    The character distribution's Shannon entropy times the length, scaled
+    down by how well the key compresses (repeated text compresses): an
+    upper bound for text a person chose, close to the truth for a random
+    key of 20 characters or more.
+    """
+    import zlib  # only when keys are loaded, never on the request path
+
+    length = len(key)
+    if not length:
+        return 0.0
+    counts = {}
+    for char in key:
+        counts[char] = counts.get(char, 0) + 1
+    shannon = -sum(n / length * math.log2(n / length)
+                   for n in counts.values()) * length
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    packed = len(packer.compress(key.encode("utf-8", "surrogatepass")) +
+                 packer.flush())
+    return shannon * min(1.0, packed / length)
+
+
+def _sequential(key):
+    """True when most neighbours are consecutive characters (abcd, 4321)."""
+    steps = sum(1 for a, b in zip(key, key[1:]) if abs(ord(a) - ord(b)) <= 1)
+    return steps * 2 > len(key) - 1
+
+
+def weakness(key):
+    """Why ``key`` is too weak to trust a trace trigger, or None if strong.
+
+    Judged by length and estimated entropy, not by a list of names.
+    """
+    if not isinstance(key, str) or not key:
+        return "empty"
+    if len(key) < MIN_KEY_LENGTH:
+        return "shorter than %d characters" % MIN_KEY_LENGTH
+    if len(key) > MAX_KEY:
+        return "longer than %d characters" % MAX_KEY
+    if _sequential(key):
+        return "a run of consecutive characters"
+    bits = estimated_bits(key)
+    if bits < MIN_KEY_BITS:
+        return "about %d bits of entropy, under %d" % (bits, MIN_KEY_BITS)
+    return None
+
+
+def _shown(key):
+    """A weak key as a log line may show it: its first characters only."""
+    return key[:3] + "..." if len(key) > 6 else key
 
 
 def usable_keys(keys, allow_insecure=False):
-    """Keys allowed to validate incoming headers, refusing default-looking ones.
+    """Keys allowed to validate incoming headers and RPC trace info.
 
-    Anyone who read the documentation knows ``SECRET_KEY``; accepting it would
-    let any caller switch tracing on.
+    A weak key (see ``weakness``) is refused unless ``allow_insecure``:
+    anyone who read the documentation knows ``SECRET_KEY``, and a short or
+    guessable key lets any caller switch tracing on.
     """
     keys = split_keys(keys)
     if allow_insecure:
         return keys
-    refused = [k for k in keys if k.lower() in DEFAULT_LOOKING_KEYS]
-    if refused:
-        LOG.warning("stacktrail: refusing the default-looking HMAC key %r "
-                    "for header-triggered tracing; set [profiler] hmac_keys "
-                    "to a random secret (or allow_insecure_hmac_keys = true "
-                    "for a test cloud)", refused[0])
-    return [k for k in keys if k.lower() not in DEFAULT_LOOKING_KEYS]
+    usable = []
+    for key in keys:
+        why = weakness(key)
+        if why is None:
+            usable.append(key)
+        else:
+            LOG.warning("stacktrail: refusing the weak HMAC key %r (%s) for "
+                        "triggered tracing; set [profiler] hmac_keys to a "
+                        "random secret, e.g. the output of 'openssl rand "
+                        "-hex 16' (or allow_insecure_hmac_keys = true for a "
+                        "test cloud)", _shown(key), why)
+    return usable
+
+
+def matching_key(candidate, keys):
+    """The key of ``keys`` equal to ``candidate`` (constant-time), or None.
+
+    Every key is compared, whichever matches, so the time taken does not
+    tell which key (or how much of it) a guess got right.
+    """
+    if not isinstance(candidate, str) or not candidate or \
+            len(candidate) > MAX_KEY:
+        return None
+    given = candidate.encode("utf-8", "surrogatepass")
+    found = None
+    for key in keys or ():
+        if not isinstance(key, str):
+            continue
+        if hmac.compare_digest(given, key.encode("utf-8", "surrogatepass")):
+            found = key
+    return found
 
 
 def digest(data, key):
     if isinstance(data, str):
         data = data.encode()
     # The one-shot C digest: a third of hmac.new()'s cost per request.
-    return hmac.digest(key.encode(), data, hashlib.sha1).hex()
+    return hmac.digest(key.encode("utf-8", "surrogatepass"), data,
+                       hashlib.sha1).hex()
 
 
 def pack(data, key):
@@ -61,23 +156,30 @@ def unpack(packed, mac, keys):
     """(data, key that validated) for a valid signature, else None.
 
     Every key is tried with a constant-time compare, so the key in use
-    downstream is the one the caller signed with (key rotation).
+    downstream is the one the caller signed with (key rotation).  Never
+    raises: non-text, non-ASCII, oversized or undecodable input is None.
     """
-    if not packed or not mac or not keys or len(packed) > MAX_PACKED:
+    if not isinstance(packed, str) or not isinstance(mac, str) or \
+            not packed or not mac or not keys or len(packed) > MAX_PACKED \
+            or len(mac) > 128 or not packed.isascii():
         return None
     mac = mac.strip().lower()
     if not mac.isascii():
         return None
+    found = None
     for key in keys:
-        if hmac.compare_digest(digest(packed, key), mac):
-            data = _decode(packed)
-            return (data, key) if data is not None else None
-    return None
+        if isinstance(key, str) and \
+                hmac.compare_digest(digest(packed, key), mac):
+            found = found or key
+    if found is None:
+        return None
+    data = _decode(packed)
+    return (data, found) if data is not None else None
 
 
 def _decode(packed):
     try:
         data = json.loads(base64.urlsafe_b64decode(packed.encode()))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError, MemoryError):
         return None
     return data if isinstance(data, dict) else None

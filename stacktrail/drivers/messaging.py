@@ -102,6 +102,18 @@ def payload_of(body):
     return payload if isinstance(payload, dict) else None
 
 
+def _url_error(url, exc):
+    """A DriverError for a transport URL that cannot be used, the URL
+    masked.  A parse error's own text is left out: it quotes a piece of
+    the URL (``invalid literal for int(): 'S3'`` is the start of a
+    password holding a ``/``), which no mask can recognise."""
+    detail = type(exc).__name__
+    if not isinstance(exc, (ValueError, TypeError)):
+        detail = logtext.one_line(exc)
+    return base.DriverError("messaging: cannot use transport URL %s: %s"
+                            % (logtext.mask_passwords(url), detail))
+
+
 class MessagingDriver(base.Driver):
     """Publish through oslo.messaging, read by a non-destructive scan."""
 
@@ -139,8 +151,12 @@ class MessagingDriver(base.Driver):
         key = (project, service, host)
         with self._lock:
             if self._transport is None:
-                self._transport = self._om.get_notification_transport(
-                    self.conf, url=self.transport_url)
+                try:
+                    self._transport = self._om.get_notification_transport(
+                        self.conf, url=self.transport_url)
+                except Exception as exc:
+                    raise _url_error(self.transport_url or "the conf's",
+                                     exc) from None
             if not self._notifiers:
                 self._notifiers[None] = self._om.Notifier(
                     self._transport, driver="messaging", topics=[self.topic],
@@ -264,7 +280,11 @@ class MessagingDriver(base.Driver):
 
     def _brokers(self):
         """(address, amqp.Connection keywords) of each broker of the URL."""
-        url = self._om.TransportURL.parse(self.conf, self._read_url())
+        text = self._read_url()
+        try:
+            url = self._om.TransportURL.parse(self.conf, text)
+        except Exception as exc:
+            raise _url_error(text, exc) from None
         if url.transport not in ("rabbit", "kombu", "amqp"):
             raise base.DriverError(
                 "messaging: reading traces needs a rabbit:// transport, "

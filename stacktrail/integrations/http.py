@@ -5,7 +5,9 @@ redirect hop, each keystoneauth1 retry) really goes on the wire.  The trace
 headers of ``propagation.outgoing_headers()`` (osprofiler's signed
 X-Trace-Info/X-Trace-HMAC and W3C traceparent, as ``[profiler]
 propagation`` says) are written while the span is open, so the callee's
-spans hang under it.  The span is closed when the call raises.
+spans hang under it.  The span is closed when the call raises.  A call
+made while a request is not traced here carries that request's W3C context
+(``traceparent``/``tracestate``, see ``propagation``) without a span.
 
 Scope: ``enable()`` patches ``requests.adapters.HTTPAdapter`` (every
 requests session, and so every keystoneauth1 session);
@@ -21,11 +23,14 @@ from urllib import parse
 
 from requests import adapters
 
+from stacktrail.common import context
 from stacktrail.common import kinds
 from stacktrail.common import propagation
 from stacktrail.integrations import _base
 
 NAME = "http"
+_untraced = propagation.untraced
+_emitting = context.emitting
 _MARK = "_stacktrail_traced"
 _PORTS = {"http": 80, "https": 443}
 
@@ -44,7 +49,12 @@ def request_info(request, show_query=False):
 def _traced_send(original, show_query=False):
     @functools.wraps(original)
     def send(self, request, *args, **kwargs):
-        if not _base.active() or getattr(request, _MARK, False):
+        if getattr(request, _MARK, False):
+            return original(self, request, *args, **kwargs)
+        if not _base.active():
+            if _untraced.get() is not None and not _emitting.get():
+                # A request not traced here: pass its W3C context on.
+                _base.guard("http", _carry, request)
             return original(self, request, *args, **kwargs)
         info = _base.guard("http", request_info, request, show_query)
         with _base.Span("http", NAME, info) as span:
@@ -61,6 +71,14 @@ def _prepare(request):
     # Marked so that a second layer (global + per-session) passes it on.
     setattr(request, _MARK, True)
     request.headers.update(propagation.outgoing_headers())
+
+
+def _carry(request):
+    """The untraced request's W3C context, unless the caller already set
+    one (its own OpenTelemetry instrumentation knows better)."""
+    setattr(request, _MARK, True)
+    if propagation.TRACEPARENT not in request.headers:
+        request.headers.update(propagation.w3c_headers())
 
 
 def _class_send(self, request, *args, **kwargs):

@@ -5,13 +5,20 @@ OpenStack services use with osprofiler::
 
     "trace_info": {"hmac_key": ..., "base_id": ..., "parent_id": ...}
 
-so a caller or callee still on osprofiler joins the same trace.  With
+so a caller or callee still on osprofiler joins the same trace.  A
+receiver joins it only when that ``hmac_key`` is one of its own
+``[profiler] hmac_keys`` (and ``rpc_accept_plaintext_key`` is on).  With
 ``signed=True`` (for receivers that are all stacktrail) the plaintext key
 is replaced by ``"trace_token": {"packed": ..., "hmac": ...}``, osprofiler's
-signed pack of base and parent id, which receivers check against their
-``[profiler] hmac_keys``.  A receiver also reads the ``traceparent`` key that
-oslo.messaging's own OpenTelemetry tracing writes, but only when neither of
-ours is there: a message carrying both joins our trace once.
+signed pack of base and parent id plus an expiry (``exp``, unix seconds,
+``[profiler] signed_token_ttl`` after sending), which receivers check
+against their ``hmac_keys`` and their clock.  The W3C ``traceparent`` and
+``tracestate`` keys travel too (oslo.messaging's own OpenTelemetry tracing
+writes the same keys; one already there is kept): a receiver reads them
+when neither of ours is accepted, and keeps the random flag and tracestate
+from them when they name the trace it joined.  A message that carries
+both joins one trace once.  A message sent while a request is not traced
+carries that request's W3C context alone.
 
 Two ways to use it:
 
@@ -41,7 +48,6 @@ from stacktrail.common import context
 from stacktrail.common import kinds
 from stacktrail.common import propagation
 from stacktrail.common import settings
-from stacktrail.common import signing
 from stacktrail.integrations import _base
 
 NAME = "rpc"
@@ -50,6 +56,7 @@ TRACE_TOKEN = "trace_token"
 TRACEPARENT = propagation.TRACEPARENT
 TRACESTATE = propagation.TRACESTATE
 _KEYS = (TRACE_INFO, TRACE_TOKEN, TRACEPARENT)
+_untraced = propagation.untraced
 # True inside a dispatch ``run_in_trace`` manages: the message's trace is
 # already joined, a TraceSerializer must not decide again (a second
 # sampling decision could start a second trace).
@@ -63,20 +70,33 @@ def _signed_default():
 
 
 def inject(ctxt, signed=None):
-    """Write the current trace into a serialized context dict (in place)."""
+    """Write the current trace into a serialized context dict (in place).
+
+    Traced: osprofiler's ``trace_info`` (or our expiring ``trace_token``)
+    plus W3C ``traceparent``/``tracestate``.  Not traced, the W3C context
+    of the request being served (``propagation.untraced``), if any.  A
+    ``traceparent`` already there (oslo.messaging's own tracing) is kept.
+    """
     info = propagation.rpc_trace_info()
-    if info is None:
-        return ctxt
-    signed = _signed_default() if signed is None else signed
-    if signed and info["hmac_key"]:
-        packed, mac = signing.pack({"base_id": info["base_id"],
-                                    "parent_id": info["parent_id"]},
-                                   info["hmac_key"])
-        ctxt[TRACE_TOKEN] = {"packed": packed, "hmac": mac}
-        ctxt.pop(TRACE_INFO, None)
-    else:
-        ctxt[TRACE_INFO] = info
+    if info is not None:
+        signed = _signed_default() if signed is None else signed
+        if signed and info["hmac_key"]:
+            packed, mac = propagation.signed_token(
+                info["base_id"], info["parent_id"], info["hmac_key"])
+            ctxt[TRACE_TOKEN] = {"packed": packed, "hmac": mac}
+            ctxt.pop(TRACE_INFO, None)
+        else:
+            ctxt[TRACE_INFO] = info
+    if TRACEPARENT not in ctxt:
+        ctxt.update(propagation.w3c_headers())
     return ctxt
+
+
+def _carrying():
+    """True when sending should write something: a trace, or the W3C
+    context of an untraced request."""
+    return _base.active() or (propagation.untraced.get() is not None and
+                              not context.emitting.get())
 
 
 def carries_trace(ctxt):
@@ -86,22 +106,32 @@ def carries_trace(ctxt):
 def extract(ctxt):
     """Join the trace a context dict carries; True when joined.
 
-    Order: our signed token, osprofiler's ``trace_info``, then
-    oslo.messaging's ``traceparent`` (with ``[profiler] trust_traceparent``
-    or sampling deciding, as for an HTTP request).
+    Order: our signed token (valid signature, not expired); osprofiler's
+    plaintext ``trace_info`` when its ``hmac_key`` is one of ours (and
+    ``[profiler] rpc_accept_plaintext_key`` is on); then a ``traceparent``
+    (ours, or oslo.messaging's own tracing), with ``trust_traceparent`` or
+    sampling deciding, as for an HTTP request.  A message that is not
+    traced keeps its W3C context for the calls its handler makes.  Never
+    raises, whatever the dict holds.
     """
+    if not isinstance(ctxt, dict):
+        return False
+    live = settings.current
+    parent, state = ctxt.get(TRACEPARENT), ctxt.get(TRACESTATE)
     token = ctxt.get(TRACE_TOKEN)
     if isinstance(token, dict):
         found = propagation.unpack_trace_info(
-            token.get("packed"), token.get("hmac"),
-            settings.current.validation_keys)
+            token.get("packed"), token.get("hmac"), live.validation_keys,
+            require_expiry=True)
         if found is not None:
             base_id, parent_id, key = found
             return propagation.start_from_trace_info(
                 {"hmac_key": key, "base_id": base_id,
-                 "parent_id": parent_id})
-    if TRACE_INFO in ctxt:
-        return propagation.start_from_trace_info(ctxt[TRACE_INFO])
+                 "parent_id": parent_id}, (key,), parent, state)
+    if TRACE_INFO in ctxt and live.rpc_accept_plaintext_key and \
+            propagation.start_from_trace_info(ctxt[TRACE_INFO], None,
+                                              parent, state):
+        return True
     if TRACEPARENT in ctxt:
         return propagation.start_from_headers(
             lambda name: ctxt.get(name) if name in (TRACEPARENT, TRACESTATE)
@@ -124,6 +154,7 @@ def _joined(ctxt, writer, fn, args, kwargs):
     if writer is not None:
         context.writer.set(writer)
     profiler.clean()
+    _untraced.set(None)
     if isinstance(ctxt, dict):
         _base.guard("rpc", extract, ctxt)
     try:
@@ -149,7 +180,7 @@ class TraceSerializer(om_serializer.Serializer):
 
     def serialize_context(self, ctxt):
         result = self._base.serialize_context(ctxt)
-        if _base.active() and isinstance(result, dict):
+        if isinstance(result, dict) and _carrying():
             _base.guard("rpc", inject, result, self._signed)
         return result
 
@@ -167,6 +198,7 @@ class TraceSerializer(om_serializer.Serializer):
         # Every message starts from its own trace (or none): a worker
         # thread must not carry the previous message's trace.
         profiler.clean()
+        _untraced.set(None)
         if carries_trace(ctxt):
             _base.guard("rpc", extract, ctxt)
 
@@ -208,7 +240,7 @@ def _with_trace(ctxt, signed):
 def _traced_send(original, signed):
     @functools.wraps(original)
     def wrapper(self, target, ctxt, message, *args, **kwargs):
-        if _base.active() and isinstance(ctxt, dict):
+        if isinstance(ctxt, dict) and _carrying():
             ctxt = _base.guard("rpc", _with_trace, ctxt, signed) or ctxt
         return original(self, target, ctxt, message, *args, **kwargs)
     return wrapper
@@ -236,7 +268,8 @@ def _traced_dispatch(original, server_span):
     @functools.wraps(original)
     def wrapper(self, incoming):
         ctxt = getattr(incoming, "ctxt", None)
-        if not carries_trace(ctxt) and context.current.get() is None:
+        if not carries_trace(ctxt) and context.current.get() is None and \
+                _untraced.get() is None:
             return original(self, incoming)
         writer = _base.guard("rpc", _base.serving_writer,
                              getattr(self, "endpoints", ()))

@@ -12,7 +12,11 @@ creates.  When several apply to one statement only the first records it.
 
 Recorded: the statement text (and the dialect).  Parameters only with
 ``show_params`` (or ``[profiler] show_sql_parameters``); they carry user
-data and secrets.  Connection pings (``SELECT 1``) are left out.
+data and secrets.  Connection pings (``SELECT 1``) are left out.  A failing
+statement records its error class (``etype``), the SQLSTATE when the
+driver gives one (``db.sqlstate``; MySQL's error number, SQLite's error
+name) and its message with the values the server echoes masked
+(``common.redact.database_error``), unmasked only with ``show_params``.
 """
 
 import re
@@ -21,7 +25,9 @@ import weakref
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from stacktrail import profiler
 from stacktrail.common import kinds
+from stacktrail.common import redact
 from stacktrail.common import settings
 from stacktrail.integrations import _base
 
@@ -54,12 +60,15 @@ class Listener:
         except Exception:
             _base.swallowed("sqlalchemy")
 
-    def _info(self, conn, statement, params, executemany):
-        db = {"statement": statement, "system": conn.dialect.name}
+    def _show(self):
         show = self.show_params
         if show is None:
             show = settings.current.show_sql_parameters
-        if show:
+        return show
+
+    def _info(self, conn, statement, params, executemany):
+        db = {"statement": statement, "system": conn.dialect.name}
+        if self._show():
             db["params"] = str(params)
         if executemany:
             db["executemany"] = True
@@ -81,14 +90,35 @@ class Listener:
         if handle is None:
             return
         try:
-            exc = exception_context.original_exception
-            cause = exc.__cause__
-            info = _base.error_info(exc, kinds.DB.stop_info({
-                "original_exception": str(exc),
-                "chained_exception": str(cause) if cause else ""}))
-            _base.leaf_stop(handle, info)
+            _base.leaf_stop(handle, self._error_info(exception_context))
         except Exception:
             _base.swallowed("sqlalchemy")
+
+    def _error_info(self, exception_context):
+        """The error class, the SQLSTATE when the driver gives one, and the
+        message with the values it echoes masked (as osprofiler's keys:
+        ``etype``, ``message``, ``db.original_exception`` and
+        ``db.chained_exception``); parameters only with ``show_params``."""
+        exc = exception_context.original_exception
+        cause = exc.__cause__
+        show = self._show()
+
+        def text(error):
+            try:
+                message = str(error)
+            except Exception:
+                return "<unprintable %s>" % type(error).__name__
+            return message if show else redact.database_error(message)
+
+        message = text(exc)
+        db = {"original_exception": message,
+              "chained_exception": text(cause) if cause else ""}
+        state = redact.sqlstate(exc)
+        if state:
+            db["sqlstate"] = state
+        info = kinds.DB.stop_info(db)
+        info.update(etype=profiler._class_name(type(exc)), message=message)
+        return info
 
 
 def _is_ping(statement):

@@ -111,3 +111,20 @@ def test_enabled_false_means_no_span_even_through_osprofiler(recorder,
     ospro.init(KEY)
     decorated_at_import(1)
     assert ospro.get() is None and recorder == []
+
+
+def test_serializer_init_needs_one_of_our_keys(recorder, monkeypatch):
+    """Nova's and Cinder's serializers call osprofiler's init with the
+    message's trace_info: without one of our keys it starts nothing."""
+    takeover.install()
+    live = settings.Settings()
+    live.set_keys([KEY])
+    monkeypatch.setattr(settings, "current", live)
+    prof = ospro.init("not-our-key-%s" % ("x" * 20),
+                      base_id="7253ca8c-33b3-4f84-b4f1-f5a4311ddfa4")
+    assert prof is not None and ospro.get() is None
+    decorated_at_import(1)
+    assert recorder == []
+    ospro.init(KEY, base_id="7253ca8c-33b3-4f84-b4f1-f5a4311ddfa4")
+    decorated_at_import(1)
+    assert [m["name"] for m in recorder] == ["rpc-start", "rpc-stop"]

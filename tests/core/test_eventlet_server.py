@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+from tests.core.keys import K9
+
 SERVER = textwrap.dedent('''
     import eventlet
     eventlet.monkey_patch()
@@ -32,7 +34,7 @@ SERVER = textwrap.dedent('''
 
     sock = eventlet.listen(("127.0.0.1", 0))
     print(sock.getsockname()[1], flush=True)
-    eventlet.wsgi.server(sock, web.WsgiMiddleware(app, hmac_keys="k9",
+    eventlet.wsgi.server(sock, web.WsgiMiddleware(app, hmac_keys=sys.argv[2],
                                                   enabled=True),
                          log_output=False)
 ''')
@@ -41,7 +43,7 @@ SERVER = textwrap.dedent('''
 def _headers(base_id):
     from stacktrail.common import signing
     packed, mac = signing.pack({"base_id": base_id, "parent_id": base_id},
-                               "k9")
+                               K9)
     return {"X-Trace-Info": packed, "X-Trace-HMAC": mac}
 
 
@@ -51,7 +53,7 @@ def test_concurrent_greenthread_requests_get_separate_traces(tmp_path):
     import uuid
 
     store = tmp_path / "traces.jsonl"
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(store)],
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(store), K9],
                             stdout=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline())

@@ -19,13 +19,15 @@ from stacktrail import web
 from stacktrail.common import settings
 from stacktrail.common import signing
 
+from tests.core.keys import K1, K2
+
 OSPROFILER_INI = """
 [profiler]
 enabled = true
-hmac_keys = key-one,key-two
+hmac_keys = %s,%s
 connection_string = redis://trace-store.example:6379/2
 trace_sqlalchemy = true
-"""
+""" % (K1, K2)
 
 
 def new_conf(path=None):
@@ -44,7 +46,7 @@ def osprofiler_values(conf):
             group.trace_sqlalchemy)
 
 
-EXPECTED = (True, "key-one,key-two", "redis://trace-store.example:6379/2",
+EXPECTED = (True, K1 + "," + K2, "redis://trace-store.example:6379/2",
             True)
 
 
@@ -73,8 +75,8 @@ def test_both_registration_orders_with_osprofiler(tmp_path, order):
     assert osprofiler.opts.is_db_trace_enabled(conf) is True
     assert opts.is_trace_enabled(conf) and opts.is_db_trace_enabled(conf)
     live = settings.from_conf(conf)
-    assert live.validation_keys == ("key-one", "key-two")
-    assert live.signing_key == "key-one"
+    assert live.validation_keys == (K1, K2)
+    assert live.signing_key == K1
     assert live.flags["trace_sqlalchemy"] and live.flags["trace_wsgi"]
 
 
@@ -287,57 +289,57 @@ def _write(path, **values):
 def test_mutable_options_change_on_reload(tmp_path):
     ini = tmp_path / "service.conf"
     _write(ini, enabled="true", connection_string="noop://",
-           hmac_keys="k1", sampling_rate="0")
+           hmac_keys=K1, sampling_rate="0")
     conf = new_conf()
     parse(conf, ini)
     initializer.init_from_conf(conf, None, "p", "s", "h")
     app = _app()
     mw = web.WsgiMiddleware(app)  # switched on by init_from_conf
     _request(mw)
-    _request(mw, _signed("k1"))
-    _request(mw, _signed("k2"))
-    assert app.seen == [None, "k1", None]
+    _request(mw, _signed(K1))
+    _request(mw, _signed(K2))
+    assert app.seen == [None, K1, None]
 
     _write(ini, enabled="true", connection_string="noop://",
-           hmac_keys="k2", sampling_rate="1.0")
+           hmac_keys=K2, sampling_rate="1.0")
     conf.mutate_config_files()
     app.seen.clear()
     _request(mw)
-    _request(mw, _signed("k1"))
-    _request(mw, _signed("k2"))
-    assert app.seen == ["k2", "k2", "k2"]  # sampled locally, or by k2
+    _request(mw, _signed(K1))
+    _request(mw, _signed(K2))
+    assert app.seen == [K2, K2, K2]  # sampled locally, or by k2
 
     _write(ini, enabled="false", connection_string="noop://",
-           hmac_keys="k2", sampling_rate="1.0")
+           hmac_keys=K2, sampling_rate="1.0")
     conf.mutate_config_files()
     app.seen.clear()
     _request(mw)
-    _request(mw, _signed("k2"))
+    _request(mw, _signed(K2))
     assert app.seen == [None, None]
 
 
 def test_reload_works_when_osprofiler_registered_first(tmp_path):
     import osprofiler.opts
     ini = tmp_path / "service.conf"
-    _write(ini, enabled="true", connection_string="noop://", hmac_keys="k1")
+    _write(ini, enabled="true", connection_string="noop://", hmac_keys=K1)
     conf = new_conf()
     osprofiler.opts.set_defaults(conf)  # a service that loads osprofiler
     parse(conf, ini)
     initializer.init_from_conf(conf, None, "p", "s", "h")
     app = _app()
     mw = web.WsgiMiddleware(app)
-    _request(mw, _signed("k1"))
-    _write(ini, enabled="true", connection_string="noop://", hmac_keys="k2")
+    _request(mw, _signed(K1))
+    _write(ini, enabled="true", connection_string="noop://", hmac_keys=K2)
     conf.mutate_config_files()
-    _request(mw, _signed("k1"))
-    _request(mw, _signed("k2"))
-    assert app.seen == ["k1", None, "k2"]  # osprofiler's hmac_keys reloaded
+    _request(mw, _signed(K1))
+    _request(mw, _signed(K2))
+    assert app.seen == [K1, None, K2]  # osprofiler's hmac_keys reloaded
 
 
 def test_bad_connection_string_keeps_the_service_running(tmp_path, caplog):
     ini = tmp_path / "service.conf"
     _write(ini, enabled="true", connection_string="nosuch://host",
-           hmac_keys="k1")
+           hmac_keys=K1)
     conf = new_conf()
     parse(conf, ini)
     initializer.init_from_conf(conf, None, "p", "s", "h")  # no raise
@@ -345,7 +347,7 @@ def test_bad_connection_string_keeps_the_service_running(tmp_path, caplog):
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert "nosuch" in lines[0].getMessage()
     app = _app()
-    _request(web.WsgiMiddleware(app), _signed("k1"))
+    _request(web.WsgiMiddleware(app), _signed(K1))
     assert len(app.seen) == 1  # served; traced into a no-op sink
 
 

@@ -17,6 +17,8 @@ from stacktrail.common import propagation
 from stacktrail.common import settings
 from stacktrail.common import signing
 
+from tests.core.keys import K1, K2, NEW, OLD, RETIRED
+
 BASE = "7253ca8c-33b3-4f84-b4f1-f5a4311ddfa4"
 PARENT = "06320327-2c2c-45ae-923a-515de890276a"
 GOLDEN_INFO = ("eyJiYXNlX2lkIjogIjcyNTNjYThjLTMzYjMtNGY4NC1iNGYxLWY1YTQzMTFk"
@@ -69,7 +71,7 @@ def request(app, headers=None, path="/"):
     return response
 
 
-def middleware(hmac_keys="k1", **kwargs):
+def middleware(hmac_keys=K1, **kwargs):
     app = Recorder()
     return app, web.WsgiMiddleware(app, hmac_keys=hmac_keys, enabled=True,
                                    **kwargs)
@@ -104,16 +106,16 @@ def test_osprofiler_headers_accepted_by_our_middleware(messages):
     import osprofiler.profiler
     import osprofiler.web
 
-    theirs = osprofiler.profiler.init("k1", base_id=BASE, parent_id=PARENT)
+    theirs = osprofiler.profiler.init(K1, base_id=BASE, parent_id=PARENT)
     with osprofiler.profiler.Trace("client-call"):
         caller_span = theirs.get_id()
         headers = osprofiler.web.get_trace_id_headers()
     osprofiler.profiler.clean()
 
-    app, mw = middleware("k1")
+    app, mw = middleware(K1)
     request(mw, headers)
     assert app.last["base_id"] == BASE
-    assert app.last["hmac_key"] == "k1"
+    assert app.last["hmac_key"] == K1
     wsgi = [m for m in messages if m["name"] == "wsgi-start"][0]
     assert wsgi["base_id"] == BASE
     assert wsgi["parent_id"] == caller_span
@@ -125,17 +127,17 @@ def test_our_headers_accepted_by_osprofiler():
     import osprofiler.profiler
     import osprofiler.web
 
-    prof = profiler.init("k1")
+    prof = profiler.init(K1)
     with profiler.Trace("client-call"):
         span = prof.get_id()
         headers = web.get_trace_id_headers()
     profiler.clean()
 
     assert osprofiler._utils.signed_unpack(
-        headers[web.X_TRACE_INFO], headers[web.X_TRACE_HMAC], ["k1"]) == {
-        "base_id": prof.get_base_id(), "parent_id": span, "hmac_key": "k1"}
+        headers[web.X_TRACE_INFO], headers[web.X_TRACE_HMAC], [K1]) == {
+        "base_id": prof.get_base_id(), "parent_id": span, "hmac_key": K1}
     assert osprofiler._utils.signed_unpack(
-        headers[web.X_TRACE_INFO], headers[web.X_TRACE_HMAC], ["k2"]) is None
+        headers[web.X_TRACE_INFO], headers[web.X_TRACE_HMAC], [K2]) is None
 
     theirs = []
     osprofiler.notifier.set(theirs.append)
@@ -147,7 +149,7 @@ def test_our_headers_accepted_by_osprofiler():
         start_response("200 OK", [])
         return [b"ok"]
 
-    theirs_mw = osprofiler.web.WsgiMiddleware(app, hmac_keys="k1",
+    theirs_mw = osprofiler.web.WsgiMiddleware(app, hmac_keys=K1,
                                               enabled=True)
     assert webob.Request.blank("/", headers=headers).get_response(
         theirs_mw).status_int == 200
@@ -160,17 +162,17 @@ def test_our_headers_accepted_by_osprofiler():
 def test_key_rotation_the_validating_key_signs_downstream():
     import osprofiler._utils
 
-    app, mw = middleware("new,old")
-    request(mw, signed("old"))
-    assert app.last["hmac_key"] == "old"
+    app, mw = middleware(NEW + "," + OLD)
+    request(mw, signed(OLD))
+    assert app.last["hmac_key"] == OLD
     out = app.last["headers"]
     assert osprofiler._utils.signed_unpack(
-        out[web.X_TRACE_INFO], out[web.X_TRACE_HMAC], ["old"])
+        out[web.X_TRACE_INFO], out[web.X_TRACE_HMAC], [OLD])
     assert osprofiler._utils.signed_unpack(
-        out[web.X_TRACE_INFO], out[web.X_TRACE_HMAC], ["new"]) is None
-    request(mw, signed("new"))
-    assert app.last["hmac_key"] == "new"
-    request(mw, signed("retired"))
+        out[web.X_TRACE_INFO], out[web.X_TRACE_HMAC], [NEW]) is None
+    request(mw, signed(NEW))
+    assert app.last["hmac_key"] == NEW
+    request(mw, signed(RETIRED))
     assert app.last is None
 
 
@@ -190,12 +192,13 @@ def test_hmac_compared_in_constant_time(monkeypatch):
 
 
 def test_rpc_trace_info_round_trip():
+    load_settings(hmac_keys=K1)
     assert propagation.rpc_trace_info() is None
-    prof = profiler.init("k1")
+    prof = profiler.init(K1)
     with profiler.Trace("rpc-call"):
         info = propagation.rpc_trace_info()
         span = prof.get_id()
-    assert info == {"hmac_key": "k1", "base_id": prof.get_base_id(),
+    assert info == {"hmac_key": K1, "base_id": prof.get_base_id(),
                     "parent_id": span}
     profiler.clean()
     assert propagation.start_from_trace_info(info)
@@ -264,12 +267,13 @@ def test_id_mapping_both_ways():
 
 
 def test_outgoing_traceparent_matches_the_profiler():
-    prof = profiler.init("k1")
+    prof = profiler.init(K1)
     with profiler.Trace("call"):
         parent = propagation.outgoing_headers()["traceparent"]
         span = prof.get_id()
     version, trace_hex, span_hex, flags = parent.split("-")
-    assert version == "00" and flags == "01"
+    # sampled, and random: the trace id is a fresh version 4 UUID
+    assert version == "00" and flags == "03"
     assert trace_hex == prof.get_base_id().replace("-", "")
     assert span_hex == span.replace("-", "")[16:]
 
@@ -279,7 +283,7 @@ def test_opentelemetry_extracts_our_traceparent():
     from opentelemetry.trace.propagation.tracecontext import \
         TraceContextTextMapPropagator
 
-    prof = profiler.init("k1")
+    prof = profiler.init(K1)
     with profiler.Trace("call"):
         headers = propagation.outgoing_headers()
         span = prof.get_id()
@@ -368,13 +372,13 @@ def test_malformed_tracestate_dropped():
 ])
 def test_propagation_option(formats, expected):
     load_settings(propagation=formats)
-    profiler.init("k1")
+    profiler.init(K1)
     assert set(propagation.outgoing_headers()) == expected
 
 
 def test_both_formats_by_default():
     load_settings()
-    profiler.init("k1")
+    profiler.init(K1)
     assert set(propagation.outgoing_headers()) == {
         web.X_TRACE_INFO, web.X_TRACE_HMAC, "traceparent"}
 
@@ -383,16 +387,16 @@ def test_both_formats_by_default():
 
 def test_rate_limit_on_signed_requests():
     load_settings(max_triggered_traces_per_second=2)
-    app, mw = middleware("k1")
+    app, mw = middleware(K1)
     for _ in range(10):
-        request(mw, signed("k1"))
+        request(mw, signed(K1))
     traced = [s for s in app.seen if s is not None]
     assert 2 <= len(traced) <= 3, len(traced)
     assert len(app.seen) == 10  # every request was served
 
 
 def test_rate_limit_on_trusted_traceparent():
-    load_settings(max_triggered_traces_per_second=2, trust_traceparent=True)
+    load_settings(max_sampled_traces_per_second=2, trust_traceparent=True)
     app, mw = middleware(None)
     for _ in range(10):
         request(mw, {"traceparent": VALID})
@@ -401,23 +405,23 @@ def test_rate_limit_on_trusted_traceparent():
 
 def test_rate_limit_zero_means_unlimited():
     load_settings(max_triggered_traces_per_second=0)
-    app, mw = middleware("k1")
+    app, mw = middleware(K1)
     for _ in range(20):
-        request(mw, signed("k1"))
+        request(mw, signed(K1))
     assert None not in app.seen
 
 
 @pytest.mark.parametrize("rate,expected", [(0.0, False), (1.0, True)])
 def test_sampling_rate(rate, expected):
-    load_settings(sampling_rate=rate, hmac_keys="k1")
-    app, mw = middleware("k1")
+    load_settings(sampling_rate=rate, hmac_keys=K1)
+    app, mw = middleware(K1)
     for _ in range(20):
         request(mw)
     assert [s is not None for s in app.seen] == [expected] * 20
     if expected:
         # locally started traces are fresh and signed with the first key
         assert len({s["base_id"] for s in app.seen}) == 20
-        assert {s["hmac_key"] for s in app.seen} == {"k1"}
+        assert {s["hmac_key"] for s in app.seen} == {K1}
 
 
 def test_partial_sampling_rate():

@@ -18,11 +18,13 @@ from stacktrail import web
 from stacktrail.common import settings
 from stacktrail.common import signing
 
+from tests.core.keys import K1, K2, OTHER, REAL
+
 BASE = "7253ca8c-33b3-4f84-b4f1-f5a4311ddfa4"
 PARENT = "06320327-2c2c-45ae-923a-515de890276a"
 
 
-def signed(key="k1", data=None):
+def signed(key=K1, data=None):
     packed, mac = signing.pack(
         data or {"base_id": BASE, "parent_id": PARENT}, key)
     return {web.X_TRACE_INFO: packed, web.X_TRACE_HMAC: mac}
@@ -56,7 +58,7 @@ def get(app, headers=None, path="/"):
 
 
 def mw(app, **kwargs):
-    kwargs.setdefault("hmac_keys", "k1")
+    kwargs.setdefault("hmac_keys", K1)
     kwargs.setdefault("enabled", True)
     return web.WsgiMiddleware(app, **kwargs)
 
@@ -278,7 +280,7 @@ def _b64(raw):
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def _signed_raw(packed, key="k1"):
+def _signed_raw(packed, key=K1):
     return {web.X_TRACE_INFO: packed,
             web.X_TRACE_HMAC: signing.digest(packed, key)}
 
@@ -287,7 +289,7 @@ GOOD = signed()
 BAD_HEADERS = {
     "forged-hmac": {web.X_TRACE_INFO: GOOD[web.X_TRACE_INFO],
                     web.X_TRACE_HMAC: "0" * 40},
-    "wrong-key": signed("other-key"),
+    "wrong-key": signed(OTHER),
     "truncated-info": {web.X_TRACE_INFO: GOOD[web.X_TRACE_INFO][:20],
                        web.X_TRACE_HMAC: GOOD[web.X_TRACE_HMAC]},
     "truncated-hmac": {web.X_TRACE_INFO: GOOD[web.X_TRACE_INFO],
@@ -300,7 +302,7 @@ BAD_HEADERS = {
     "json-list-signed": _signed_raw(_b64(b'["base_id", "x"]')),
     "json-string-signed": _signed_raw(_b64(b'"just text"')),
     "extra-keys-signed": signed(data={"base_id": BASE, "parent_id": PARENT,
-                                      "hmac_key": "k1", "evil": 1}),
+                                      "hmac_key": K1, "evil": 1}),
     "missing-base-id-signed": signed(data={"parent_id": PARENT}),
     "non-string-ids-signed": signed(data={"base_id": 12, "parent_id": []}),
     "huge-id-signed": signed(data={"base_id": "x" * 3000}),
@@ -357,7 +359,9 @@ def test_secret_key_refused_for_triggered_tracing(caplog):
     caplog.set_level(logging.WARNING)
     app = App()
     middleware = mw(app, hmac_keys="SECRET_KEY")
-    assert any("SECRET_KEY" in r.getMessage() for r in caplog.records)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("weak HMAC key 'SEC...'" in line for line in said), said
+    assert not any("SECRET_KEY" in line for line in said)  # not logged
     get(middleware, signed("SECRET_KEY"))
     assert app.seen == [None]
 
@@ -382,19 +386,19 @@ def test_secret_key_accepted_when_explicitly_allowed():
 
 def test_refused_key_does_not_block_the_others():
     app = App()
-    middleware = mw(app, hmac_keys="SECRET_KEY,real-key")
-    get(middleware, signed("real-key"))
+    middleware = mw(app, hmac_keys="SECRET_KEY," + REAL)
+    get(middleware, signed(REAL))
     get(middleware, signed("SECRET_KEY"))
     assert app.seen == [BASE, None]
 
 
 def test_disabled_by_default_and_by_switches():
     app = App()
-    get(web.WsgiMiddleware(app, hmac_keys="k1"), signed())
+    get(web.WsgiMiddleware(app, hmac_keys=K1), signed())
     assert app.seen == [None]  # enabled defaults to False
 
-    web.enable("k2")
-    get(web.WsgiMiddleware(app), signed("k2"))
+    web.enable(K2)
+    get(web.WsgiMiddleware(app), signed(K2))
     assert app.seen[-1] == BASE
 
     web.disable()
@@ -417,7 +421,7 @@ def test_trace_wsgi_flag_off_leaves_out_the_span_not_the_trace(messages):
 ])
 def test_factory_enabled_values(value, traced):
     app = App()
-    middleware = web.WsgiMiddleware.factory({}, hmac_keys="k1",
+    middleware = web.WsgiMiddleware.factory({}, hmac_keys=K1,
                                             enabled=value)(app)
     get(middleware, signed())
     assert app.seen == [BASE if traced else None]
@@ -434,7 +438,7 @@ pipeline = trace app
 
 [filter:trace]
 use = egg:stacktrail#stacktrail
-hmac_keys = k1,k2
+hmac_keys = {keys}
 enabled = {enabled}
 
 [app:app]
@@ -447,9 +451,9 @@ def test_paste_deploy_filter(tmp_path, enabled, traced):
     from paste.deploy import loadapp
 
     ini = tmp_path / "api-paste.ini"
-    ini.write_text(PASTE_INI.format(enabled=enabled))
+    ini.write_text(PASTE_INI.format(enabled=enabled, keys=K1 + "," + K2))
     pipeline = loadapp("config:%s" % ini)
     assert isinstance(pipeline, web.WsgiMiddleware)
     inner = pipeline.application
-    assert get(pipeline, signed("k2")).status_int == 200
+    assert get(pipeline, signed(K2)).status_int == 200
     assert inner.seen == [BASE if traced else None]

@@ -76,7 +76,7 @@ def serve(transport, unique_name):
         server.wait()
 
 
-def test_call_is_a_span_and_server_joins(serve, trace, recorder):
+def test_call_is_a_span_and_server_joins(serve, live, trace, recorder):
     rpc.enable()
     endpoint = Endpoint()
     client = serve(endpoint)
@@ -130,7 +130,7 @@ def test_disable_restores_and_stops(serve, trace, recorder):
     assert endpoint.seen == [None] and recorder.spans("rpc") == []
 
 
-def test_serializer_wrapper_without_auto_instrumentation(serve, trace,
+def test_serializer_wrapper_without_auto_instrumentation(serve, live, trace,
                                                          recorder):
     endpoint = Endpoint()
     client = serve(endpoint, serializer=rpc.TraceSerializer(),
@@ -142,7 +142,7 @@ def test_serializer_wrapper_without_auto_instrumentation(serve, trace,
     assert endpoint.seen[1] is None
 
 
-def test_osprofiler_caller_joins_our_server(serve, recorder):
+def test_osprofiler_caller_joins_our_server(serve, live, recorder):
     import osprofiler.profiler as osp
 
     rpc.enable()
@@ -238,7 +238,7 @@ def test_both_keys_join_once(serve, live, trace, recorder):
     assert len({m["base_id"] for m in recorder}) == 1
 
 
-def test_notifications_carry_the_trace(transport, unique_name, trace,
+def test_notifications_carry_the_trace(transport, unique_name, live, trace,
                                        recorder):
     rpc.enable()
     got = []

@@ -143,3 +143,108 @@ def test_oslo_db_enginefacade_hook(postgres_url, trace, recorder):
 
 class _Ctx:
     pass
+
+
+# --- secrets in failing statements ------------------------------------------
+
+SECRET = "S3cr3t-pw"
+EMAIL = "bob.secret@example.com"
+
+
+@pytest.fixture
+def users(engine):
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE users (email VARCHAR(80) UNIQUE, "
+                          "pw VARCHAR(40))"))
+    return engine
+
+
+def _add_user(engine):
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (email, pw) VALUES (:e, :p)"),
+                     {"e": EMAIL, "p": SECRET})
+
+
+def test_failing_statement_records_class_sqlstate_no_values(users, trace,
+                                                            recorder):
+    """A duplicate row: the server echoes the email, SQLAlchemy the
+    parameters; neither reaches the db span or the spans around it."""
+    from stacktrail import profiler
+
+    sql.instrument_engine(users)
+    _add_user(users)
+
+    @profiler.trace("api")
+    def create():
+        _add_user(users)
+
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        with profiler.Trace("block"):
+            create()
+    recorded = repr(list(recorder))
+    assert SECRET not in recorded and EMAIL not in recorded
+    failed = [stop for _, stop in recorder.spans("db")
+              if "etype" in stop["info"]]
+    assert len(failed) == 1
+    info = failed[0]["info"]
+    mysql = users.dialect.name == "mysql"
+    assert info["etype"] == "pymysql.err.IntegrityError" if mysql else \
+        info["etype"].endswith(".errors.UniqueViolation")   # psycopg(2)
+    assert info["db"]["sqlstate"] == ("23000" if mysql else "23505")
+    assert ("Duplicate entry '***' for key" if mysql else
+            "Key (email)=(***) already exists") in info["message"]
+    assert info["db"]["original_exception"] == info["message"]
+    for name in ("api", "block"):
+        (_, stop), = recorder.spans(name)
+        assert stop["info"]["etype"] == "sqlalchemy.exc.IntegrityError"
+        assert "[parameters: ***]" in stop["info"]["message"]
+        assert "INSERT INTO users" in stop["info"]["message"]
+
+
+def test_failing_statement_values_shown_with_show_sql_parameters(
+        users, trace, recorder, live):
+    live.show_sql_parameters = True
+    sql.instrument_engine(users)
+    _add_user(users)
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        with profiler_trace("block"):
+            _add_user(users)
+    failed = [stop for _, stop in recorder.spans("db")
+              if "etype" in stop["info"]]
+    assert EMAIL in failed[0]["info"]["message"]
+    (_, stop), = recorder.spans("block")
+    assert SECRET in stop["info"]["message"]   # SQLAlchemy's [parameters:]
+
+
+def profiler_trace(name):
+    from stacktrail import profiler
+    return profiler.Trace(name)
+
+
+def test_sqlite_error_keeps_parameters_out(trace, recorder):
+    """No server needed: SQLite's error names no value, but SQLAlchemy's
+    message lists the parameters."""
+    from stacktrail import profiler
+
+    eng = sqlalchemy.create_engine("sqlite://")
+    sql.instrument_engine(eng)
+    try:
+        with eng.begin() as conn:
+            conn.execute(text("CREATE TABLE users (email TEXT UNIQUE, "
+                              "pw TEXT)"))
+        _add_user(eng)
+        with pytest.raises(sqlalchemy.exc.IntegrityError):
+            with profiler.Trace("block"):
+                _add_user(eng)
+    finally:
+        sql.uninstrument_engine(eng)
+        eng.dispose()
+    assert SECRET not in repr(list(recorder))
+    failed = [stop for _, stop in recorder.spans("db")
+              if "etype" in stop["info"]]
+    assert failed[0]["info"]["etype"] == "sqlite3.IntegrityError"
+    assert failed[0]["info"]["message"] == \
+        "UNIQUE constraint failed: users.email"
+    assert failed[0]["info"]["db"]["sqlstate"] == "SQLITE_CONSTRAINT_UNIQUE"
+    (_, stop), = recorder.spans("block")
+    assert "[parameters: ***]" in stop["info"]["message"]
