@@ -20,6 +20,7 @@ line and leaves it running untraced (or with its previous settings).
 
 import logging
 import os
+import sys
 import threading
 
 from stacktrail import adapters
@@ -126,9 +127,10 @@ def _apply(state):
 
 def _installed(state, live):
     """{flag: integration on}: a flag's own value, or tracing itself for
-    an integration that carries the trace between processes."""
-    return {flag.name: live.flags.get(flag.name, False) or
-            (flag.carries and live.enabled) for flag in state.flags()}
+    an integration that carries the trace through a library in use."""
+    return {flag.name: live.flags.get(flag.name, False) or bool(
+        live.enabled and flag.carries and flag.carries in sys.modules)
+        for flag in state.flags()}
 
 
 def _sink(state, target):

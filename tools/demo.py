@@ -75,6 +75,10 @@ def serve(service, port, key):
         pass
 
 
+def step(text):
+    print("demo: " + text, file=sys.stderr, flush=True)
+
+
 def free_port():
     import socket
     with socket.socket() as s:
@@ -106,10 +110,12 @@ def main():
     key = secrets.token_hex(16)
     ports = {"api-a": free_port(), "api-b": free_port()}
     env = dict(os.environ, DEMO_PORT_B=str(ports["api-b"]))
+    step("starting two traced WSGI services, api-a and api-b")
     procs = [start_service(name, port, key, env)
              for name, port in ports.items()]
     try:
         configure("client", key)
+        step("sending one signed request to api-a")
         base_id = traced_request(ports["api-a"], key)
     finally:
         for proc in procs:
@@ -122,6 +128,7 @@ def main():
                 proc.wait()
     from stacktrail import notifier
     notifier.get().flush(5)
+    step("reading the trace back with 'stacktrail trace show'")
     print("Trace %s through api-a and api-b, stored in %s\n" % (base_id,
                                                                  STORE))
     cli = os.path.join(os.path.dirname(sys.executable), "stacktrail")

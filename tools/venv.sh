@@ -45,6 +45,8 @@ _st_ensure_venv() {
     fi
     # Output goes to a log shown only on failure: pip is chatty even with -q.
     log="$ST_ROOT/.venv/install.log"
+    echo "venv.sh: installing stacktrail and its test dependencies into" \
+        ".venv (a minute or two; log: $log)" >&2
     if ! (cd "$ST_ROOT" && "$ST_PYTHON" -m pip install --disable-pip-version-check \
             -q -e '.[test]') >"$log" 2>&1; then
         tail -n 40 "$log" >&2

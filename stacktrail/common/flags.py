@@ -24,9 +24,11 @@ class Flag:
     ``is_enabled()`` apply it, or None when the code that makes the spans
     reads the live flag itself (the WSGI filter, adapters' wrappers).
     ``shared``: osprofiler defines an option of the same name (it keeps its
-    meaning).  ``carries``: the module also carries the trace between
-    processes, so it stays on while tracing is and the flag switches only
-    its spans (off, a callee still joins its caller's trace).  An adapter
+    meaning).  ``carries``: the library (module name) through which the
+    integration also carries the trace between processes: while tracing is
+    on and that library is in use, the integration stays on and the flag
+    switches only its spans (off, a callee still joins its caller's
+    trace).  An adapter
     may name another option that sets a flag's value in its project
     (Zaqar's ``trace_wsgi_transport`` sets ``trace_wsgi``).
     """
@@ -54,7 +56,7 @@ BUILTIN = (
     Flag("trace_rpc", True,
          "Trace oslo.messaging calls and casts on both sides (the trace is "
          "carried to the server whenever tracing is on).",
-         _integration("rpc"), carries=True),
+         _integration("rpc"), carries="oslo_messaging"),
     Flag("trace_drivers", True,
          "Trace calls into storage and backend driver objects.",
          _integration("drivers")),

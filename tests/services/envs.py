@@ -89,7 +89,9 @@ def ensure(name, requirements):
 def _build(path, requirements):
     shutil.rmtree(path, ignore_errors=True)
     log = Path(str(path) + ".log")
-    print("envs: building %s (log: %s)" % (path.name, log), file=sys.stderr)
+    # To the terminal even under pytest's capture: a first run waits here.
+    print("envs: building the %s environment from PyPI, once (log: %s)"
+          % (path.name, log), file=sys.__stderr__, flush=True)
     with open(log, "w") as out:
         steps = [[_python(), "-m", "venv", str(path)],
                  [str(path / "bin" / "python"), "-m", "pip", "install",
