@@ -69,6 +69,20 @@ def when_imported(module_name, hook):
     wrapt.register_post_import_hook(hook, module_name)
 
 
+def after_init(cls, hook, patcher):
+    """Call ``hook(obj)`` once each object of ``cls`` (or of a subclass
+    that calls ``super().__init__``) is initialised; a failing hook is
+    logged and the object is still made."""
+    init = cls.__init__
+    where = "adapter %s.%s" % (cls.__module__, cls.__qualname__)
+
+    @functools.wraps(init)
+    def __init__(obj, *args, **kwargs):
+        init(obj, *args, **kwargs)
+        _base.guard(where, hook, obj)
+    patcher.patch(cls, "__init__", __init__)
+
+
 class Declaration:
     """One thing to do in a project's module, once it is imported."""
 
@@ -132,14 +146,7 @@ class TraceCreated(Declaration):
         self.private = private
 
     def apply(self, patcher):
-        cls = lookup(self.path)
-        init = cls.__init__
-
-        @functools.wraps(init)
-        def __init__(obj, *args, **kwargs):
-            init(obj, *args, **kwargs)
-            _base.guard("adapter %s" % self.path, self.trace, obj)
-        patcher.patch(cls, "__init__", __init__)
+        after_init(lookup(self.path), self.trace, patcher)
 
     def trace(self, obj):
         described = self.describe(obj)
@@ -164,14 +171,7 @@ class Serves(Declaration):
         self.identify = identify
 
     def apply(self, patcher):
-        cls = lookup(self.path)
-        init = cls.__init__
-
-        @functools.wraps(init)
-        def __init__(obj, *args, **kwargs):
-            init(obj, *args, **kwargs)
-            _base.guard("adapter %s" % self.path, self.mark, obj)
-        patcher.patch(cls, "__init__", __init__)
+        after_init(lookup(self.path), self.mark, patcher)
 
     def mark(self, obj):
         service, host, endpoints = self.identify(obj)

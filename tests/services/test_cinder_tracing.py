@@ -57,20 +57,6 @@ def run_traced(overlay, tmp_path, tests=TRACED + ".test_create_and_delete_"
     return store, ids.read_text().split()
 
 
-def starts(found):
-    return {m["trace_id"]: m for m in found if m["name"].endswith("-start")}
-
-
-def chain(spans, message):
-    """["name@service", ...] from the root down to ``message``."""
-    names = []
-    while message is not None:
-        names.append("%s@%s" % (message["name"][:-len("-start")],
-                                message.get("service")))
-        message = spans.get(message["parent_id"])
-    return list(reversed(names))
-
-
 def driver_call(spans, method):
     return [m for m in spans.values() if m["name"] == "driver-start" and
             m["info"]["function"]["name"].endswith("." + method)]
@@ -80,10 +66,10 @@ def test_volume_create_and_delete_is_one_tree(overlay, tmp_path):
     store, (base_id,) = run_traced(overlay, tmp_path)
     found = tracing.wait_for_messages(store, base_id)
     assert tracing.unclosed(found) == []
-    spans = starts(found)
+    spans = tracing.starts(found)
 
     created, = driver_call(spans, "create_volume")
-    assert chain(spans, created) == [
+    assert tracing.chain(spans, created) == [
         "client@osapi_volume", "http@osapi_volume", "wsgi@osapi_volume",
         "rpc@osapi_volume",            # cast to the scheduler
         "rpc@cinder-scheduler",        # ... served there
@@ -91,7 +77,7 @@ def test_volume_create_and_delete_is_one_tree(overlay, tmp_path):
         "rpc@cinder-volume",           # ... served there
         "driver@cinder-volume"]
     deleted, = driver_call(spans, "delete_volume")
-    assert chain(spans, deleted)[-3:] == [
+    assert tracing.chain(spans, deleted)[-3:] == [
         "rpc@osapi_volume", "rpc@cinder-volume", "driver@cinder-volume"]
 
     db = [m for m in spans.values() if m["name"] == "db-start"]
@@ -113,7 +99,7 @@ def test_concurrent_traces_stay_apart_whatever_the_import_order(overlay,
         assert len(set(found_ids)) == 2
         ids.append(found_ids)
         for base_id in found_ids:
-            spans = starts(tracing.wait_for_messages(store, base_id))
+            spans = tracing.starts(tracing.wait_for_messages(store, base_id))
             # Each trace is whole on its own: one create, one delete, every
             # span's parent in the same trace.
             assert len(driver_call(spans, "create_volume")) == 1

@@ -64,19 +64,6 @@ def run_traced(overlay, tmp_path, tests=TRACED, extra_env=None, **changes):
     return store, ids.read_text().split()
 
 
-def starts(found):
-    return {m["trace_id"]: m for m in found if m["name"].endswith("-start")}
-
-
-def chain(spans, message):
-    names = []
-    while message is not None:
-        names.append("%s@%s" % (message["name"][:-len("-start")],
-                                message.get("service")))
-        message = spans.get(message["parent_id"])
-    return list(reversed(names))
-
-
 def functions(spans, name, method):
     return [m for m in spans.values() if m["name"] == name + "-start" and
             m["info"]["function"]["name"].endswith("." + method)]
@@ -100,10 +87,10 @@ def test_boot_is_one_tree(overlay, osprofiler_overlay, tmp_path, mode):
         else None)
     found = tracing.wait_for_messages(store, base_id)
     assert tracing.unclosed(found) == []
-    spans = starts(found)
+    spans = tracing.starts(found)
 
     spawn, = functions(spans, "driver", "spawn")
-    assert chain(spans, spawn) == [
+    assert tracing.chain(spans, spawn) == [
         "client@runner", "http@runner", "wsgi@osapi_compute",
         "compute_api@osapi_compute",
         "rpc@osapi_compute",           # cast to the conductor
@@ -112,7 +99,7 @@ def test_boot_is_one_tree(overlay, osprofiler_overlay, tmp_path, mode):
         "rpc@nova-compute",            # ... served there
         "driver@nova-compute"]         # in the compute's build pool
     select, = rpc_server(spans, "select_destinations")
-    assert chain(spans, select)[-3:] == [
+    assert tracing.chain(spans, select)[-3:] == [
         "rpc@nova-conductor", "rpc@nova-conductor", "rpc@nova-scheduler"]
     # The scheduler asks placement over HTTP.
     placement = [m for m in spans.values() if m["name"] == "http-start" and
@@ -127,7 +114,7 @@ def test_boot_is_one_tree(overlay, osprofiler_overlay, tmp_path, mode):
     assert any(s.startswith("INSERT INTO build_requests ")
                for s in statements)
     destroy, = functions(spans, "driver", "destroy")
-    assert chain(spans, destroy)[-2:] == ["rpc@nova-compute",
+    assert tracing.chain(spans, destroy)[-2:] == ["rpc@nova-compute",
                                           "driver@nova-compute"]
     text = str(found)
     assert tracing.KEY not in text and "admin_password" not in text

@@ -105,3 +105,18 @@ def unclosed(found):
     stops = {m["trace_id"] for m in found if m["name"].endswith("-stop")}
     return [m["name"] for m in found
             if m["name"].endswith("-start") and m["trace_id"] not in stops]
+
+
+def starts(found):
+    """{span id: start message} of a list of messages."""
+    return {m["trace_id"]: m for m in found if m["name"].endswith("-start")}
+
+
+def chain(spans, message):
+    """["name@service", ...] from the root down to ``message``."""
+    names = []
+    while message is not None:
+        names.append("%s@%s" % (message["name"][:-len("-start")],
+                                message.get("service")))
+        message = spans.get(message["parent_id"])
+    return list(reversed(names))
