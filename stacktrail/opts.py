@@ -160,6 +160,22 @@ STACKTRAIL_OPTS = [
     cfg.IntOpt("buffer_size", default=10000, min=1,
                help="Trace points held in memory for the background "
                     "flusher; when full, points are dropped and counted."),
+    cfg.FloatOpt("store_timeout", default=5.0, min=0.1,
+                 help="Seconds one call to the trace store (connect, read "
+                      "or write) may take before it is given up: the "
+                      "flusher counts the batch and moves on, and "
+                      "'stacktrail trace' commands fail with one line. "
+                      "Used by the redis, SQL and MongoDB stores."),
+    cfg.FloatOpt("status_interval", default=60.0, min=0.0,
+                 help="Seconds between two reports of the flusher's "
+                      "counters (points written, dropped by reason): a log "
+                      "line when points were dropped meanwhile, and the "
+                      "status file when status_dir is set. 0 turns both "
+                      "off."),
+    cfg.StrOpt("status_dir", default="",
+               help="Directory where each traced process keeps a JSON "
+                    "file of its flusher's counters (<service>-<pid>.json), "
+                    "read by 'stacktrail status'. Empty: no file."),
 ]
 
 ALL_OPTS = OSPROFILER_OPTS + FLAG_OPTS + STACKTRAIL_OPTS

@@ -11,18 +11,31 @@ Two read-only endpoints serve the same snapshot:
   status --config-file F`` finds it from the config file alone.
 * ``metrics_listen`` (optional, loopback only): HTTP, ``/metrics`` in
   Prometheus text format, ``/status`` as JSON.
+
+Both are served by one thread each, with a selector: at most
+MAX_CONNECTIONS connections at once, each closed after TIMEOUT seconds
+whatever it does, so a flood of idle or slow clients costs a bounded
+number of descriptors and no thread per connection; the ones turned away
+are counted (``refused``: ``status_busy``, ``metrics_busy``).
 """
 
-import http.server
 import json
 import logging
 import os
-import socketserver
+import selectors
+import socket
+import stat
 import threading
+import time
 
 from stacktrail.agent import protocol
+from stacktrail.common import logtext
 
 LOG = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 16
+TIMEOUT = 2.0
+MAX_REQUEST = 8192
 
 PREFIX = "stacktrail_agent_"
 
@@ -62,6 +75,29 @@ def prometheus(snapshot):
            [({}, snapshot["spool_bytes"])])
     metric("connections", "gauge", "Open service connections.",
            [({}, snapshot["connections"])])
+    metric("max_connections", "gauge",
+           "Service connections the agent holds at most.",
+           [({}, snapshot.get("max_connections", 0))])
+    metric("refused_total", "counter",
+           "Connections refused or closed by the agent, by reason.",
+           [({"reason": r}, n)
+            for r, n in snapshot.get("refused", {}).items()])
+    metric("sanitized_total", "counter",
+           "Points a backend refused until NUL bytes and lone surrogates "
+           "were replaced.",
+           [({"backend": b["name"]}, b.get("sanitized", 0))
+            for b in backends])
+    metric("dead_lettered_total", "counter",
+           "Points a backend refused for their content, set aside in its "
+           "dead-letter file.",
+           [({"backend": b["name"]}, b.get("dead_lettered", 0))
+            for b in backends])
+    metric("spool_corrupt_records_total", "counter",
+           "Damaged spool records skipped.",
+           [({}, snapshot.get("spool_corrupt_records", 0))])
+    metric("spool_disk_full", "gauge",
+           "1 while the spool cannot write (disk full).",
+           [({}, int(snapshot.get("spool_state") == "disk_full"))])
     metric("up", "gauge", "1 while the agent runs.", [({}, 1)])
     return "\n".join(lines) + "\n"
 
@@ -75,8 +111,140 @@ def _number(value):
     return repr(float(value)) if isinstance(value, float) else str(value)
 
 
-class MetricsServer:
+class _SmallServer:
+    """One thread and one selector answer short requests on a listening
+    socket: bounded connections, each with a deadline."""
+
+    refused_reason = "busy"
+
+    def __init__(self, sock, name, log_interval=60.0):
+        self._sock = sock
+        self._sock.setblocking(False)
+        self.refused = 0
+        self._throttle = logtext.Throttle(log_interval)
+        self._conns = {}
+        self._stop = threading.Event()
+        self._paused_until = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=name)
+        self._thread.start()
+
+    # subclasses: the reply to a request (``None`` for a server that
+    # answers at once, before reading anything)
+    wants_request = False
+
+    def reply(self, request):
+        raise NotImplementedError
+
+    def _run(self):
+        selector = selectors.DefaultSelector()
+        selector.register(self._sock, selectors.EVENT_READ, None)
+        listening = True
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if not listening and now >= self._paused_until:
+                    selector.register(self._sock, selectors.EVENT_READ, None)
+                    listening = True
+                for key, _ in selector.select(0.25):
+                    if key.data is None:
+                        if not self._accept(selector, now):
+                            selector.unregister(self._sock)
+                            listening = False
+                            self._paused_until = now + 0.2
+                    else:
+                        self._serve(selector, key.data)
+                now = time.monotonic()
+                for state in [c for c in self._conns.values()
+                              if c[3] <= now]:
+                    self._close(selector, state)
+        finally:
+            for state in list(self._conns.values()):
+                self._close(selector, state)
+            selector.close()
+
+    def _accept(self, selector, now):
+        """False when the descriptor limit stops accepting for a while."""
+        for _ in range(MAX_CONNECTIONS):
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                return False
+            if len(self._conns) >= MAX_CONNECTIONS:
+                self.refused += 1
+                conn.close()
+                self._throttle.log(
+                    LOG, logging.WARNING, "busy", "refused: %s has %d "
+                    "connections open (the limit), each closed after "
+                    "%.0f s", self._thread.name, MAX_CONNECTIONS, TIMEOUT)
+                continue
+            conn.setblocking(False)
+            # [socket, request bytes, reply still to send, deadline]
+            state = [conn, bytearray(), None, now + TIMEOUT]
+            self._conns[conn.fileno()] = state
+            if self.wants_request:
+                selector.register(conn, selectors.EVENT_READ, state)
+            else:
+                state[2] = self._reply_bytes(b"")
+                selector.register(conn, selectors.EVENT_WRITE, state)
+        return True
+
+    def _reply_bytes(self, request):
+        try:
+            return memoryview(self.reply(bytes(request)))
+        except Exception:   # a broken snapshot must not stop the server
+            LOG.exception("status endpoint failed")
+            return memoryview(self.failure())
+
+    def failure(self):
+        return b""
+
+    def _serve(self, selector, state):
+        conn = state[0]
+        try:
+            if state[2] is None:
+                data = conn.recv(4096)
+                if not data:
+                    self._close(selector, state)
+                    return
+                state[1] += data
+                if b"\r\n\r\n" not in state[1] and b"\n\n" not in state[1] \
+                        and len(state[1]) < MAX_REQUEST:
+                    return
+                state[2] = self._reply_bytes(state[1][:MAX_REQUEST])
+                selector.modify(conn, selectors.EVENT_WRITE, state)
+                return
+            sent = conn.send(state[2])
+            state[2] = state[2][sent:]
+            if not state[2]:
+                self._close(selector, state)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(selector, state)
+
+    def _close(self, selector, state):
+        conn = state[0]
+        self._conns.pop(conn.fileno(), None)
+        try:
+            selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2.0)
+        self._sock.close()
+
+
+class MetricsServer(_SmallServer):
     """Loopback HTTP: /metrics (Prometheus) and /status (JSON)."""
+
+    refused_reason = "metrics_busy"
+    wants_request = True
 
     def __init__(self, listen, snapshot):
         url = listen if "://" in listen else "tcp://" + listen
@@ -84,66 +252,81 @@ class MetricsServer:
         if address.kind != "tcp":
             raise ValueError("metrics_listen must be HOST:PORT on loopback")
         self.snapshot = snapshot
-        server = self
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address.target)
+            sock.listen(64)
+        except BaseException:
+            sock.close()
+            raise
+        self.address = sock.getsockname()
+        super().__init__(sock, "stacktrail-metrics")
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    body = prometheus(server.snapshot()).encode()
-                    kind = "text/plain; version=0.0.4; charset=utf-8"
-                elif path == "/status":
-                    body = json.dumps(server.snapshot(), indent=2).encode()
-                    kind = "application/json"
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    def reply(self, request):
+        line = request.split(b"\n", 1)[0].decode("latin-1").split()
+        method = line[0] if line else ""
+        path = line[1].split("?", 1)[0] if len(line) > 1 else ""
+        if method not in ("GET", "HEAD"):
+            return _http(405, "text/plain", b"method not allowed\n")
+        if path == "/metrics":
+            body = prometheus(self.snapshot()).encode()
+            kind = "text/plain; version=0.0.4; charset=utf-8"
+        elif path == "/status":
+            body = json.dumps(self.snapshot(), indent=2).encode()
+            kind = "application/json"
+        else:
+            return _http(404, "text/plain", b"not found\n")
+        return _http(200, kind, body, head=method == "HEAD")
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(address.target, Handler)
-        self.httpd.daemon_threads = True
-        self.address = self.httpd.server_address
-        threading.Thread(target=self.httpd.serve_forever, daemon=True,
-                         name="stacktrail-metrics").start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def failure(self):
+        return _http(500, "text/plain", b"internal error\n")
 
 
-class StatusSocket:
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed",
+            500: "Internal Server Error"}
+
+
+def _http(code, kind, body, head=False):
+    header = ("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+              "Connection: close\r\n\r\n" % (code, _REASONS[code], kind,
+                                              len(body)))
+    return header.encode() + (b"" if head else body)
+
+
+class StatusSocket(_SmallServer):
     """status.sock: connect, read one JSON document."""
+
+    refused_reason = "status_busy"
 
     def __init__(self, path, snapshot):
         self.path = path
-        if os.path.exists(path):
-            os.unlink(path)
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self):
-                body = json.dumps(snapshot(), indent=2) + "\n"
-                self.request.sendall(body.encode())
-
+        self.snapshot = snapshot
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISDIR(st.st_mode):
+                raise OSError("%s is a directory" % path)
+            os.unlink(path)   # in the private spool directory: ours
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            self.server = socketserver.ThreadingUnixStreamServer(path,
-                                                                 Handler)
+            sock.bind(path)
+            sock.listen(64)
+        except BaseException:
+            sock.close()
+            raise
         finally:
             os.umask(old)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True,
-                         name="stacktrail-status").start()
+        super().__init__(sock, "stacktrail-status")
+
+    def reply(self, request):
+        return (json.dumps(self.snapshot(), indent=2) + "\n").encode()
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
         try:
             os.unlink(self.path)
         except OSError:

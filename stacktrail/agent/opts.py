@@ -58,7 +58,36 @@ AGENT_OPTS = [
                     "the OpenStack services run as)."),
     cfg.StrOpt("socket_mode", default="0600",
                help="Octal file mode of the Unix listen socket; 0660 with "
-                    "socket_group lets the services of that group send."),
+                    "socket_group lets the services of that group send. "
+                    "A mode that lets every local user write is accepted "
+                    "with a warning."),
+    cfg.IntOpt("max_connections", default=1024, min=1,
+               help="Service connections held at once; never more than the "
+                    "descriptor limit leaves room for (the agent raises its "
+                    "soft RLIMIT_NOFILE to the hard limit). When full, the "
+                    "connection idle the longest is closed for a new one; "
+                    "refusals are counted (refused: too_many_connections)."),
+    cfg.FloatOpt("idle_timeout", default=300.0, min=0.0,
+                 help="Seconds a connection may send nothing before it is "
+                      "closed (services reconnect on their next batch); 0: "
+                      "never."),
+    cfg.FloatOpt("frame_timeout", default=30.0, min=0.0,
+                 help="Seconds a sender may take to finish a frame it began; "
+                      "slower connections are closed (refused: slow_frame); "
+                      "0: no limit."),
+    cfg.IntOpt("max_buffered_bytes", default=64 << 20, min=1 << 16,
+               help="Memory for partial frames of all connections together; "
+                    "past it the connections waiting longest are closed "
+                    "(refused: memory_limit)."),
+    cfg.FloatOpt("log_interval", default=60.0, min=0.0,
+                 help="At most one log line per kind of refusal or error in "
+                      "this many seconds (the counters count every one)."),
+    cfg.IntOpt("dead_letter_max_bytes", default=16 << 20, min=0,
+               mutable=True,
+               help="Size limit of each backend's dead-letter file in "
+                    "spool_dir (points a backend refused for their "
+                    "content); past it such points are dropped and counted "
+                    "(poison_dropped)."),
 ]
 
 

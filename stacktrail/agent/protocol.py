@@ -160,12 +160,14 @@ def _encode(project, service, host, batch):
     return _dumps([project, service, host, batch]).encode("utf-8")
 
 
-def encode_batch(batch, project, service, host, max_frame=MAX_FRAME):
+def encode_batch(batch, project, service, host, max_frame=MAX_FRAME,
+                 parts=False):
     """Frames for a batch of raw points: ([(frame_bytes, n_points)], lost).
 
     A batch too big for one frame is halved until each part fits; a single
     point that cannot be encoded or is too big on its own is lost (counted
-    by the caller).
+    by the caller).  Frames keep the batch's order.  With ``parts`` each
+    frame comes as (frame_bytes, n_points, its points).
     """
     out = []
     lost = 0
@@ -177,7 +179,8 @@ def encode_batch(batch, project, service, host, max_frame=MAX_FRAME):
         except (TypeError, ValueError, RecursionError):
             payload = None
         if payload is not None and len(payload) + HEADER.size <= max_frame:
-            out.append((frame(payload), len(part)))
+            out.append((frame(payload), len(part), part) if parts
+                       else (frame(payload), len(part)))
         elif len(part) > 1:
             half = len(part) // 2
             todo.append(part[half:])

@@ -24,6 +24,7 @@ from stacktrail.agent import metrics
 from stacktrail.agent import opts
 from stacktrail.agent import protocol
 from stacktrail.agent import spool as spool_mod
+from stacktrail.agent import trust
 from stacktrail.agent import writer as writer_mod
 from stacktrail.drivers import base
 
@@ -97,31 +98,50 @@ class Agent:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         check_backends(group.connection_string)
+        if self.address.kind == "unix" and mode & 0o002:
+            LOG.warning("socket_mode %s lets every local user send trace "
+                        "points to the agent; prefer 0660 with "
+                        "socket_group", group.socket_mode)
         self.started = time.time()
         self.received = 0
-        self.spool_dropped = 0
+        self.spool_refused = {}   # reason -> points the spool did not take
         self._wake = threading.Event()
         self._stopping = False
         self._reload = False
         self._fsync_every = conf.agent.spool_fsync_interval
         try:
             self.spool = spool_mod.Spool(group.spool_dir,
-                                         group.spool_max_bytes)
-        except (spool_mod.SpoolLocked, OSError) as exc:
+                                         group.spool_max_bytes,
+                                         log_interval=group.log_interval)
+        except (spool_mod.SpoolLocked, trust.UnsafePath, OSError) as exc:
             raise ConfigError(str(exc)) from None
         self.writers = {}
         self._apply_backends(group.connection_string)
+        self.max_connections, self.nofile = listener_mod.connection_budget(
+            group.max_connections, extra_fds=8 * len(self.writers))
+        limits = listener_mod.Limits(
+            self.max_connections, group.idle_timeout, group.frame_timeout,
+            group.max_buffered_bytes, group.log_interval)
         try:
             self.listener = listener_mod.Listener(
                 self.address, self._on_frame, group.max_frame_bytes,
-                mode=mode, group=group.socket_group)
+                mode=mode, group=group.socket_group, limits=limits)
+        except trust.UnsafePath as exc:
+            self._abort()
+            raise ConfigError(str(exc)) from None
         except (OSError, RuntimeError, KeyError) as exc:
-            self.spool.close()
+            self._abort()
             raise ConfigError("cannot listen on %s: %s"
                               % (self.address, exc)) from None
-        self.status_socket = metrics.StatusSocket(
-            opts.status_socket_path(group.spool_dir), self.snapshot)
         self.metrics = None
+        try:
+            self.status_socket = metrics.StatusSocket(
+                opts.status_socket_path(group.spool_dir), self.snapshot)
+        except (OSError, trust.UnsafePath) as exc:
+            self.listener.stop()
+            self._abort()
+            raise ConfigError("cannot serve the status socket: %s"
+                              % exc) from None
         if group.metrics_listen:
             try:
                 self.metrics = metrics.MetricsServer(group.metrics_listen,
@@ -129,9 +149,19 @@ class Agent:
             except (OSError, ValueError) as exc:
                 self.close_servers()
                 self.listener.stop()
-                self.spool.close()
+                self._abort()
                 raise ConfigError("bad metrics_listen %r: %s"
                                   % (group.metrics_listen, exc)) from None
+        if self.max_connections < group.max_connections:
+            LOG.warning("serving at most %d connections (max_connections "
+                        "%d): the descriptor limit is %s; raise LimitNOFILE",
+                        self.max_connections, group.max_connections,
+                        self.nofile)
+
+    def _abort(self):
+        for writer in list(self.writers.values()):
+            writer.stop()
+        self.spool.close()
 
     # --- data path (listener thread) -------------------------------------
 
@@ -140,7 +170,9 @@ class Agent:
         now_ms = int(time.time() * 1000)
         place = self.spool.append(payload, n_points, now_ms)
         if place is None:
-            self.spool_dropped += n_points
+            reason = self.spool.refusal or "spool_error"
+            self.spool_refused[reason] = \
+                self.spool_refused.get(reason, 0) + n_points
             return
         if not self._fsync_every:
             self.spool.sync()
@@ -163,12 +195,15 @@ class Agent:
             if writer is None:
                 writer = writer_mod.Writer(
                     text, self.spool, group.batch_size, group.flush_interval,
-                    group.retry_max_interval)
+                    group.retry_max_interval,
+                    dead_letter_max=group.dead_letter_max_bytes,
+                    log_interval=group.log_interval)
                 self.writers[text] = writer
                 writer.start()
             writer.batch_size = group.batch_size
             writer.flush_interval = group.flush_interval
             writer.retry_max = group.retry_max_interval
+            writer.dead_letter_max = group.dead_letter_max_bytes
         self.spool.forget({w.key for w in self.writers.values()})
 
     def reload(self):
@@ -188,15 +223,28 @@ class Agent:
 
     def snapshot(self):
         backends = [w.status() for w in list(self.writers.values())]
-        dropped = _copy(self.listener.dropped) if hasattr(self, "listener") \
-            else {}
-        if self.spool_dropped:
-            dropped["spool_full"] = self.spool_dropped
-        if self.spool.corrupt:
-            dropped["spool_corrupt"] = self.spool.corrupt
+        listener = getattr(self, "listener", None)
+        dropped = _copy(listener.dropped) if listener is not None else {}
+        for reason, count in _copy(self.spool_refused).items():
+            dropped[reason] = dropped.get(reason, 0) + count
+        spool = self.spool
+        if spool.corrupt:
+            # points of damaged records when their header said, else one
+            # per damaged record
+            dropped["spool_corrupt"] = max(spool.corrupt_points,
+                                           spool.corrupt)
+        poison = sum(b["poison_dropped"] for b in backends)
+        if poison:
+            dropped["poison"] = poison
+        refused = _copy(listener.refused) if listener is not None else {}
+        for server in (getattr(self, "status_socket", None),
+                       getattr(self, "metrics", None)):
+            if server is not None and server.refused:
+                refused[server.refused_reason] = server.refused
+        healthy = all(b["state"] == "ok" for b in backends) \
+            and spool.state == "ok"
         return {
-            "status": "ok" if all(b["state"] == "ok" for b in backends)
-            else "degraded",
+            "status": "ok" if healthy else "degraded",
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 3),
             "listen": str(self.address),
@@ -204,12 +252,24 @@ class Agent:
             "written": sum(b["written"] for b in backends),
             "dropped": dropped,
             "dropped_total": sum(dropped.values()),
+            "refused": refused,
+            "refused_total": sum(refused.values()),
             "spooled": sum(b["spooled"] for b in backends),
             "backend_errors": sum(b["backend_errors"] for b in backends),
+            "sanitized": sum(b["sanitized"] for b in backends),
+            "dead_lettered": sum(b["dead_lettered"] for b in backends),
             "lag": max([b["lag"] for b in backends] or [0.0]),
-            "spool_bytes": self.spool.size,
-            "connections": self.listener.connections
-            if hasattr(self, "listener") else 0,
+            "spool_bytes": spool.size,
+            "spool_state": spool.state,
+            "spool_error": spool.last_error if spool.disk_full else "",
+            "spool_corrupt_records": spool.corrupt,
+            "spool_quarantined": spool.quarantined,
+            "connections": listener.connections if listener is not None
+            else 0,
+            "max_connections": getattr(self, "max_connections", 0),
+            "buffered_bytes": listener.buffered if listener is not None
+            else 0,
+            "nofile": getattr(self, "nofile", None),
             "backends": backends,
         }
 
@@ -273,6 +333,7 @@ class Agent:
         return 0
 
     def close_servers(self):
-        self.status_socket.close()
+        if getattr(self, "status_socket", None) is not None:
+            self.status_socket.close()
         if self.metrics is not None:
             self.metrics.close()

@@ -9,9 +9,22 @@ overflowed) it reads them back from the spool instead, in order.
 Formatting (UUID text, timestamps, osprofiler message dicts) happens here,
 in the agent: records are grouped in runs of one origin (project, service,
 host) and each run goes to that origin's driver as raw points, in one
-``driver.write_points`` call (one round trip for Redis).  The offset moves only when that call
-returned; any exception is a failed write: the same records are retried
-after an exponential pause with jitter, and the driver is rebuilt.
+``driver.write_points`` call (one round trip for Redis).  The offset moves
+only when that call returned; any exception is a failed write: the same
+records are retried after an exponential pause with jitter, and the driver
+is rebuilt.  A retry sends exactly the run that failed (not one topped up
+with newer records), so a store with idempotent batches (Redis) recognises
+it and stores it once.
+
+A backend that refuses a point for its content (a NUL byte or a lone
+surrogate PostgreSQL or BSON cannot hold, a key of the wrong type) would
+otherwise be retried for ever and stall every later point of that
+backend.  ``base.deliver`` cleans the batch, then splits it until each
+refused point stands alone; those points are set aside in the backend's
+dead-letter file in the spool directory (``dead-letter-<key>.jsonl``, one
+JSON line per point with the reason) and counted, and the backend moves
+on.  A record read back from the spool that is not a valid frame is
+counted as damage and skipped the same way.
 """
 
 import collections
@@ -22,6 +35,7 @@ import random
 import threading
 import time
 
+from stacktrail.agent import protocol
 from stacktrail.common import logtext
 from stacktrail.common import points
 from stacktrail.drivers import base
@@ -31,6 +45,9 @@ LOG = logging.getLogger(__name__)
 LIVE_RECORDS = 2048
 MAX_ORIGINS = 256
 RETRY_MIN = 0.25
+DEAD_LETTER_BYTES = 16 << 20
+# What a record that is not a valid frame decodes to: no points to write.
+_NOTHING = (None, None, None, ())
 
 
 def backend_key(connection_string):
@@ -52,7 +69,8 @@ class Writer:
     """Delivers the spool to one backend."""
 
     def __init__(self, connection_string, spool, batch_size, flush_interval,
-                 retry_max, make_driver=base.get_driver):
+                 retry_max, make_driver=base.get_driver,
+                 dead_letter_max=DEAD_LETTER_BYTES, log_interval=60.0):
         self.connection_string = connection_string
         self.name = "%s-%s" % (base.scheme_of(connection_string),
                                backend_key(connection_string)[:6])
@@ -71,6 +89,15 @@ class Writer:
         # points that waited in the spool for this backend (it failed, or
         # they were read back from disk after a restart or an overflow)
         self.spooled = 0
+        self.sanitized = 0       # points cleaned (NUL, lone surrogates)
+        self.dead_lettered = 0   # points set aside in the dead-letter file
+        self.poison_dropped = 0  # refused points the dead-letter file could
+        #                          not take (full): lost, counted
+        self.dead_letter_max = dead_letter_max
+        self._throttle = logtext.Throttle(log_interval)
+        # (first record's offset, records, points already handled) of a
+        # run whose write failed: the retry sends that run again.
+        self._retry = None
         self.state = "ok"
         self.last_error = ""
         self._attempt = 0
@@ -114,6 +141,9 @@ class Writer:
                 "writes": self.writes,
                 "backend_errors": self.backend_errors,
                 "spooled": self.spooled, "lag": round(self.lag, 3),
+                "sanitized": self.sanitized,
+                "dead_lettered": self.dead_lettered,
+                "poison_dropped": self.poison_dropped,
                 "pending_bytes": self.spool.head - self.acked,
                 "last_error": self.last_error}
 
@@ -179,16 +209,30 @@ class Writer:
         return bool(self.held)
 
     def _from_disk(self, offset):
-        """The record at ``offset`` read back from the spool, decoded."""
+        """The record at ``offset`` read back from the spool, decoded
+        (damaged records are skipped: it may begin past ``offset``)."""
         records = self.spool.read(offset, 1)
         if not records:
             return None
         record = records[0]
         try:
-            decoded = json.loads(record.payload)
-        except ValueError:  # cannot happen for our own records; skip it
-            decoded = [None, None, None, []]
-        return record._replace(decoded=decoded)
+            decoded, n_points = protocol.decode_payload(record.payload)
+        except protocol.ProtocolError:
+            # A whole record (its crc matched) that is no frame of ours:
+            # it can never be written; count it and move past it.
+            self.spool.count_bad_record(record)
+            return record._replace(decoded=_NOTHING, n_points=0)
+        return record._replace(decoded=decoded, n_points=n_points)
+
+    def _next_run(self):
+        """The records to write next: the run that failed last time, or
+        the leading run of one origin."""
+        run = _leading_run(self.held)
+        retry = self._retry
+        if retry is not None and retry[0] == run[0].start:
+            return run[:retry[1]], retry[2]
+        self._retry = None
+        return run, 0
 
     def _write(self):
         """Write ``held`` in runs of one origin; True when all acknowledged.
@@ -197,25 +241,64 @@ class Writer:
         failure part-way never makes the retry write a run twice.
         """
         origin = None
-        try:
-            while self.held:
-                run = _leading_run(self.held)
-                origin = tuple(run[0].decoded[:3])
-                batch = [p for record in run for p in record.decoded[3]]
-                self._driver_for(origin).write_points(batch)
-                del self.held[:len(run)]
-                self.acked = run[-1].end
-                self.written += len(batch)
-                self.writes += 1
-        except Exception as exc:  # any failure: keep the records, retry
-            self._failed(exc, origin)
-            self._save_ack()
-            return False
+        while self.held:
+            run, skip = self._next_run()
+            origin = tuple(run[0].decoded[:3])
+            batch = [p for record in run for p in record.decoded[3]]
+            try:
+                if len(batch) > skip:
+                    outcome = base.deliver(self._driver_for(origin),
+                                           batch[skip:])
+                    self._account(origin, outcome)
+            except base.Interrupted as exc:   # part stored, then failed
+                self._account(origin, exc.outcome)
+                self._retry = (run[0].start, len(run), skip + exc.handled)
+                return self._failed_write(exc.cause, origin)
+            except Exception as exc:  # any failure: keep the records, retry
+                self._retry = (run[0].start, len(run), skip)
+                return self._failed_write(exc, origin)
+            self._retry = None
+            del self.held[:len(run)]
+            self.acked = run[-1].end
+            self.writes += 1
         self._save_ack()
         if self.state != "ok":
             LOG.warning("backend %s is back", self.name)
         self.state = "ok"
         return True
+
+    def _failed_write(self, exc, origin):
+        self._failed(exc, origin)
+        self._save_ack()
+        return False
+
+    def _account(self, origin, outcome):
+        self.written += outcome.written
+        self.sanitized += outcome.sanitized
+        if outcome.rejected:
+            self._dead_letter(origin, outcome.rejected)
+
+    def _dead_letter(self, origin, rejected):
+        """Set refused points aside, one JSON line each, and count them."""
+        now = time.time()
+        lines = []
+        for point, reason in rejected:
+            lines.append(json.dumps(
+                {"time": round(now, 3), "backend": self.name,
+                 "reason": reason, "origin": list(origin),
+                 "point": list(point) if point is not None else None},
+                default=repr))
+        if self.spool.dead_letter(self.key, lines, self.dead_letter_max):
+            self.dead_lettered += len(rejected)
+            where = self.spool.dead_letter_path(self.key)
+        else:
+            self.poison_dropped += len(rejected)
+            where = "nowhere (the dead-letter file is full)"
+        self._throttle.log(
+            LOG, logging.WARNING, "poison",
+            "backend %s refused %d point(s) for their content, set aside "
+            "in %s; the others were written: %s", self.name, len(rejected),
+            where, rejected[0][1])
 
     def _driver_for(self, origin):
         """One driver per (project, service, host): stores take those from

@@ -1,9 +1,10 @@
 """``stacktrail``: read traces from a store or a file and show them.
 
     stacktrail trace show <base_id|file> [--text|--json|--html|--dot]
-                          [--out FILE] [--connection-string S]
-    stacktrail trace list [--error-trace] [--limit N] [--json]
+                          [--out FILE] [--connection-string S] [--timeout T]
+    stacktrail trace list [--error-trace] [--limit N] [--json] [--timeout T]
     stacktrail agent status [--config-file F]
+    stacktrail status [--status-dir DIR]
     stacktrail --version
 
 The connection string comes from ``--connection-string``, else the
@@ -12,6 +13,11 @@ connection_string`` of ``--config-file``.
 
 Every failure is one line on stderr and a non-zero exit status (1, or 2
 for a usage error); ``--debug`` shows the traceback and driver logs too.
+A store that does not answer costs at most ``--timeout`` seconds (default
+10): the store call runs in a helper thread, which is abandoned then, and
+the drivers get the same bound for their own connects, reads and writes.
+Records a store holds that cannot be read are skipped and named in one
+warning line on stderr.
 """
 
 import argparse
@@ -19,12 +25,14 @@ import json
 import logging
 import os
 import sys
+import threading
 
 import stacktrail
 from stacktrail.common import logtext
 
 ENV_CONNECTION = "STACKTRAIL_CONNECTION_STRING"
 PROG = "stacktrail"
+DEFAULT_TIMEOUT = 10.0
 
 
 class CLIError(Exception):
@@ -86,13 +94,54 @@ def open_driver(args):
         raise CLIError("no trace store given: use --connection-string, %s "
                        "or [profiler] connection_string in --config-file"
                        % ENV_CONNECTION)
+    where = logtext.mask_passwords(conn_str)
+    timeout = getattr(args, "timeout", None) or DEFAULT_TIMEOUT
     try:
-        return base.get_driver(conn_str, conf=conf), logtext.mask_passwords(conn_str)
+        try:
+            return base.get_driver(conn_str, conf=conf,
+                                   store_timeout=timeout), where
+        except TypeError:   # a third-party driver without **kwargs
+            return base.get_driver(conn_str, conf=conf), where
     except base.DriverError as exc:
         raise CLIError(logtext.one_line(exc, with_type=False)) from None
     except Exception as exc:
         raise CLIError("cannot use %s: %s"
-                       % (logtext.mask_passwords(conn_str), logtext.one_line(exc, with_type=False))) from None
+                       % (where, logtext.one_line(exc, with_type=False))) from None
+
+
+def within(timeout, what, call, *args):
+    """``call(*args)`` in a helper thread; CLIError after ``timeout``
+    seconds (the thread, stuck in a store that does not answer, is left
+    behind: it is a daemon and the process exits)."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = call(*args)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="stacktrail-cli-store",
+                              daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise CLIError("%s did not answer within %s s" % (
+            what, ("%.1f" % timeout).rstrip("0").rstrip(".")))
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _warn_skipped(driver):
+    skipped = list(getattr(driver, "skipped", None) or ())
+    if skipped:
+        names = ", ".join("%s (%s)" % (key, why) for key, why in skipped[:5])
+        more = len(skipped) - 5
+        print("%s: warning: skipped %d unreadable record%s: %s%s" % (
+            PROG, len(skipped), "" if len(skipped) == 1 else "s",
+            logtext.one_line(names, limit=600, with_type=False),
+            " and %d more" % more if more > 0 else ""), file=sys.stderr)
 
 
 # reading traces
@@ -109,7 +158,7 @@ def messages_from_file(path):
     if not stripped:
         raise CLIError("%s is empty" % path)
     try:
-        whole = json.loads(stripped)
+        whole = loads_deep(stripped)
     except ValueError:
         whole = None
     if isinstance(whole, dict) and "children" in whole and "info" in whole:
@@ -127,6 +176,43 @@ def messages_from_file(path):
         except ValueError:
             raise CLIError("%s line %d is not JSON" % (path, number)) from None
     return messages, None
+
+
+DEEP_STACK = 256 << 20
+
+
+def loads_deep(text):
+    """``json.loads`` for documents nested deeper than the recursion limit
+    (a saved report of a trace thousands of spans deep): parsed again in a
+    thread with a large stack and a high recursion limit."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        pass
+    box = {}
+
+    def run():
+        try:
+            box["value"] = json.loads(text)
+        except BaseException as exc:
+            box["error"] = exc
+
+    limit = sys.getrecursionlimit()
+    size = threading.stack_size()
+    sys.setrecursionlimit(max(limit, 1_000_000))
+    try:
+        threading.stack_size(DEEP_STACK)
+        thread = threading.Thread(target=run, name="stacktrail-json")
+        thread.start()
+    finally:
+        threading.stack_size(size)
+    thread.join()
+    sys.setrecursionlimit(limit)
+    if "error" in box:
+        if isinstance(box["error"], RecursionError):
+            raise ValueError("nested too deeply")
+        raise box["error"]
+    return box["value"]
 
 
 def report_from_file(path):
@@ -150,22 +236,24 @@ def report_from_file(path):
 def report_from_store(base_id, args):
     driver, where = open_driver(args)
     try:
-        report = driver.get_report(base_id)
+        report = within(args.timeout, "the trace store %s" % where,
+                        driver.get_report, base_id)
     except CLIError:
         raise
     except Exception as exc:
         raise CLIError("cannot read trace %s from %s: %s"
                        % (base_id, where, logtext.one_line(exc, with_type=False))) from None
     finally:
-        _close(driver)
+        _close(driver, args.timeout)
+    _warn_skipped(driver)
     if not report or not report.get("children"):
         raise CLIError("trace %s not found in %s" % (base_id, where))
     return report
 
 
-def _close(driver):
+def _close(driver, timeout=DEFAULT_TIMEOUT):
     try:
-        driver.close()
+        within(min(timeout, 2.0), "closing the store", driver.close)
     except Exception:  # closing must not hide the real outcome
         logging.getLogger(__name__).debug("close failed", exc_info=True)
 
@@ -194,15 +282,17 @@ def cmd_trace_show(args):
 def cmd_trace_list(args):
     driver, where = open_driver(args)
     try:
-        if args.error_trace:
-            traces = driver.list_error_traces()
-        else:
-            traces = driver.list_traces()
+        traces = within(args.timeout, "the trace store %s" % where,
+                        driver.list_error_traces if args.error_trace
+                        else driver.list_traces)
+    except CLIError:
+        raise
     except Exception as exc:
         raise CLIError("cannot list traces in %s: %s"
                        % (where, logtext.one_line(exc, with_type=False))) from None
     finally:
-        _close(driver)
+        _close(driver, args.timeout)
+    _warn_skipped(driver)
     traces = sorted(traces, key=lambda t: str(t.get("timestamp", "")),
                     reverse=True)
     if args.limit is not None:
@@ -237,6 +327,50 @@ def cmd_agent_status(args, extra):
     return status.run(agent_args)
 
 
+def cmd_status(args):
+    """The counters traced processes write to ``[profiler] status_dir``."""
+    directory = args.status_dir
+    if not directory and args.config_file:
+        conf = load_config(args.config_file)
+        directory = conf.profiler.status_dir
+    if not directory:
+        raise CLIError("no status directory given: use --status-dir or "
+                       "[profiler] status_dir in --config-file")
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise CLIError("cannot read %s: %s" % (directory, exc.strerror)) \
+            from None
+    processes = []
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(directory, name)) as f:
+                status = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(status, dict):
+            continue
+        pid = status.get("pid")
+        status["running"] = isinstance(pid, int) and os.path.exists(
+            "/proc/%d" % pid)
+        processes.append(status)
+    if not processes:
+        raise CLIError("no status files in %s (is [profiler] status_dir "
+                       "set for the services?)" % directory)
+    total = {"processes": len(processes), "written": 0, "dropped": 0,
+             "drops": {}}
+    for status in processes:
+        total["written"] += int(status.get("written") or 0)
+        total["dropped"] += int(status.get("dropped") or 0)
+        for reason, count in (status.get("drops") or {}).items():
+            total["drops"][reason] = total["drops"].get(reason, 0) + count
+    _write(json.dumps({"total": total, "processes": processes}, indent=2,
+                      sort_keys=True) + "\n", None)
+    return 0
+
+
 def _write(output, path):
     if path is None:
         sys.stdout.write(output)
@@ -257,6 +391,10 @@ def _store_options(parser):
                              "(default: $%s, then [profiler] "
                              "connection_string of --config-file)"
                              % ENV_CONNECTION)
+    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT,
+                        metavar="SECONDS",
+                        help="give up on a store that does not answer "
+                             "within SECONDS (default %g)" % DEFAULT_TIMEOUT)
     # Also accepted after the subcommand; SUPPRESS keeps a global value.
     parser.add_argument("--config-file", action="append",
                         default=argparse.SUPPRESS, metavar="FILE",
@@ -312,6 +450,19 @@ def build_parser():
     listing.set_defaults(func=cmd_trace_list)
     _store_options(listing)
 
+    status = commands.add_parser(
+        "status", help="counters of the traced processes on this node",
+        description="Print the flusher counters (points written, dropped "
+                    "by reason) that traced processes keep in [profiler] "
+                    "status_dir.")
+    status.add_argument("--status-dir", metavar="DIR",
+                        help="default: [profiler] status_dir of "
+                             "--config-file")
+    status.add_argument("--config-file", action="append",
+                        default=argparse.SUPPRESS, metavar="FILE",
+                        help=argparse.SUPPRESS)
+    status.set_defaults(func=cmd_status)
+
     agent = commands.add_parser("agent", help="the per-node agent")
     agent_commands = agent.add_subparsers(dest="agent_command",
                                           metavar="{status}")
@@ -321,6 +472,17 @@ def build_parser():
         help="ask the local agent for its status (options: see "
              "`stacktrail agent status --help`)")
     return parser
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError("expected a positive number of "
+                                         "seconds, got %r" % text)
+    return value
 
 
 def _positive(text):

@@ -11,11 +11,19 @@ the BufferedSink (``make_sink``).  The sink's flusher thread calls
 nanoseconds, project/service/host once per frame, see
 ``stacktrail.agent.protocol``) and sends it with a short timeout.
 
-When the agent is down, restarting or too slow, the batch is dropped and
-counted (``stats()``), the connection is closed and retried later with a
-growing, jittered pause; ``write_points`` then raises ``AgentUnavailable``
-so that the sink counts the loss too and backs off.  Nothing here ever
-blocks longer than the send timeout, and never on the request thread.
+When the agent is down, restarting or too slow, the connection is closed
+and retried later with a growing, jittered pause, and ``write_points``
+raises ``AgentUnavailable`` naming the points it did not hand over
+(``unsent``: a frame torn by the failure is discarded by the agent, so it
+is unsent too).  Those can be sent again without a duplicate
+(``retry_safe``), so the sink keeps them and its flusher retries them: an
+agent restart costs nothing while the service's buffer has room.
+``stats()`` counts the points each call failed to hand over.  Nothing here
+ever blocks longer than the send timeout, and never on the request thread.
+
+Before each batch the connection is checked for an end of file (one
+non-blocking peek): an agent that closed an idle connection, or stopped,
+is noticed before a frame is written into a socket nobody reads.
 
 Why a Unix *stream* socket by default: see ``stacktrail.agent.listener``
 (measured: datagrams lose most of a burst at this machine's default queue
@@ -44,11 +52,18 @@ SEND_BUFFER = 4 << 20
 # (the request thread never does); the in-process buffer absorbs the pause.
 SEND_TIMEOUT = 0.25
 RETRY_MIN = 0.05
-RETRY_MAX = 2.0
+RETRY_MAX = 1.0
 
 
 class AgentUnavailable(OSError):
-    """The batch could not be handed to the agent (already counted)."""
+    """Points could not be handed to the agent; ``unsent`` lists them."""
+
+    reason = "agent_unavailable"
+    lost = 0
+
+    def __init__(self, code, text, unsent=()):
+        super().__init__(code, text)
+        self.unsent = list(unsent)
 
 
 def _socket_module():
@@ -58,6 +73,15 @@ def _socket_module():
         return patcher.original("socket")
     import socket
     return socket
+
+
+def _select_module():
+    """The real select module, even when eventlet has patched it."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched("select"):
+        return patcher.original("select")
+    import select
+    return select
 
 
 class AgentDriver(base.Driver):
@@ -101,42 +125,60 @@ class AgentDriver(base.Driver):
 
     # write side (flusher thread)
 
+    def retry_safe(self, exc):
+        return isinstance(exc, AgentUnavailable)
+
     def write_points(self, batch):
         if os.getpid() != self._pid:
             self.after_fork()
         frames, lost = protocol.encode_batch(
-            batch, self.project, self.service, self.host, self.max_frame)
+            batch, self.project, self.service, self.host, self.max_frame,
+            parts=True)
         self._drop("unencodable", lost)
         with self._lock:
-            self._send_frames(frames)
+            try:
+                self._send_frames(frames)
+            except AgentUnavailable as exc:
+                exc.lost = lost   # neither sent nor to be retried
+                raise
+        if lost:
+            # Sent the rest; tell the sink which reason the lost ones count
+            # under (encode_batch says how many, not which).
+            raise base.Rejected("%d trace point(s) could not be encoded"
+                                % lost, [(None, "unencodable")] * lost)
 
     def _send_frames(self, frames):
         sock = self._connect()
-        for index, (data, count) in enumerate(frames):
+        for index, (data, count, _) in enumerate(frames):
             if sock is None:
-                self._drop("agent_unavailable",
-                           sum(n for _, n in frames[index:]))
                 raise AgentUnavailable(
                     errno.ECONNREFUSED, "stacktrail agent at %s unavailable"
-                    % self.address)
+                    % self.address, self._unsent(frames, index))
             try:
                 sock.sendall(data)
             except OSError:
                 # A stream may now hold half a frame: only a new connection
                 # is safe (the agent discards the torn tail on close).
                 self._disconnect()
-                self._drop("agent_unavailable",
-                           sum(n for _, n in frames[index:]))
                 raise AgentUnavailable(
                     errno.EPIPE, "stacktrail agent at %s did not take the "
-                    "batch" % self.address) from None
+                    "batch" % self.address,
+                    self._unsent(frames, index)) from None
             self.sent += count
             self.frames += 1
         self._pause = 0.0
 
+    def _unsent(self, frames, index):
+        """The points of ``frames[index:]``, counted as not handed over."""
+        unsent = [p for _, _, part in frames[index:] for p in part]
+        self._drop("agent_unavailable", len(unsent))
+        return unsent
+
     def _connect(self):
         if self._sock is not None:
-            return self._sock
+            if self._alive(self._sock):
+                return self._sock
+            self._disconnect(retry=False)
         now = time.monotonic()
         if now < self._retry_at:
             return None
@@ -161,14 +203,31 @@ class AgentDriver(base.Driver):
         self._pause = min(max(self._pause * 2, RETRY_MIN), RETRY_MAX)
         self._retry_at = now + self._pause * random.uniform(0.5, 1.0)
 
-    def _disconnect(self):
+    def _alive(self, sock):
+        """False when the agent closed the connection (idle timeout, stop,
+        restart): sending into it would lose the frame without an error."""
+        if not self.address.is_stream:
+            return True
+        try:
+            readable, _, _ = _select_module().select([sock], [], [], 0)
+            if not readable:
+                return True   # nothing to read: the usual, healthy case
+            socket = _socket_module()
+            return sock.recv(1, socket.MSG_PEEK) != b""
+        except (BlockingIOError, InterruptedError):
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def _disconnect(self, retry=True):
         sock, self._sock = self._sock, None
         if sock is not None:
             try:
                 sock.close()
             except OSError:
                 pass
-        self._schedule_retry(time.monotonic())
+        if retry:
+            self._schedule_retry(time.monotonic())
 
     def after_fork(self):
         """In a forked child: never share the parent's connection."""

@@ -10,8 +10,10 @@ thread).  The read side is osprofiler's: ``get_report``, ``list_traces``,
 ``list_error_traces``.
 """
 
+import collections
 import json
 from json import encoder as _json_encoder
+import os
 import urllib.parse
 
 from stacktrail.common import clock
@@ -19,10 +21,279 @@ from stacktrail.common import ids
 from stacktrail.common import points
 
 NAMESPACE = "stacktrail.drivers"
+# Seconds one store call (connect, read or write) may take, when neither a
+# keyword nor ``[profiler] store_timeout`` says otherwise.
+DEFAULT_STORE_TIMEOUT = 5.0
 
 
 class DriverError(ValueError):
     """A connection string or store that cannot be used, said in one line."""
+
+
+class Rejected(Exception):
+    """A store refused some points of a batch for their content and stored
+    all the others: retrying those points as they are cannot succeed.
+
+    ``rejected``: list of (raw point, reason text).
+    """
+
+    def __init__(self, message, rejected):
+        super().__init__(message)
+        self.rejected = list(rejected)
+
+
+class StoreTimeout(TimeoutError):
+    """The store did not answer within ``store_timeout`` (one line)."""
+
+
+class Watchdog:
+    """Gives up on store calls that outlive their deadline.
+
+    Some client libraries have no read timeout (libpq: a PostgreSQL server
+    that stopped answering, SIGSTOP or a dead VM, is waited for without
+    end).  A driver registers each store call with ``watch(seconds,
+    on_expire)``; past the deadline one background thread runs
+    ``on_expire`` (which shuts the call's sockets down, so the blocked read
+    returns with an error) and ``done`` then says it fired.  One thread per
+    process, started on first use and again after a fork.
+    """
+
+    def __init__(self):
+        import threading
+        self._threading = threading
+        self._cond = threading.Condition()
+        self._jobs = {}
+        self._thread = None
+        self._fired = set()
+
+    def watch(self, seconds, on_expire):
+        import time
+        token = object()
+        with self._cond:
+            self._jobs[token] = (time.monotonic() + seconds, on_expire)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = self._threading.Thread(
+                    target=self._run, name="stacktrail-store-watchdog",
+                    daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return token
+
+    def done(self, token):
+        """Forget ``token``; True when its deadline had passed."""
+        with self._cond:
+            self._jobs.pop(token, None)
+            if token in self._fired:
+                self._fired.discard(token)
+                return True
+            return False
+
+    def _run(self):
+        import time
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                due = [t for t, (when, _) in self._jobs.items()
+                       if when <= now]
+                for token in due:
+                    _, on_expire = self._jobs.pop(token)
+                    self._fired.add(token)
+                    try:
+                        on_expire()
+                    except Exception:
+                        pass
+                later = [when for when, _ in self._jobs.values()]
+                self._cond.wait(min(later) - now if later else 60.0)
+
+    def after_fork(self):
+        self.__init__()
+
+
+WATCHDOG = Watchdog()
+
+
+def shutdown_socket(fd):
+    """Shut a connected socket down by descriptor (unblocks its reader)."""
+    import socket
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+class Interrupted(Exception):
+    """A store failed (not for the content) while a batch was being split
+    to isolate a poison point: the first ``handled`` points of the batch
+    were dealt with (``outcome``), the rest were not."""
+
+    def __init__(self, cause, handled, outcome):
+        super().__init__(str(cause))
+        self.cause = cause
+        self.handled = handled
+        self.outcome = outcome
+
+
+# What ``deliver`` did with a batch: points stored, how many of those were
+# cleaned first, and the points refused for good with the reason.
+Outcome = collections.namedtuple("Outcome", "written sanitized rejected")
+
+# Exceptions that say "this input cannot be stored" rather than "the store
+# is unavailable" (a driver adds its client library's own, see
+# ``Driver.content_error``).
+CONTENT_ERRORS = (UnicodeError, ValueError, TypeError, KeyError, IndexError,
+                  OverflowError, RecursionError)
+
+
+# --- text every store accepts ----------------------------------------------
+
+REPLACEMENT = "\ufffd"
+
+
+def clean_text(value):
+    """``value`` with NUL and lone surrogates replaced by U+FFFD.
+
+    PostgreSQL refuses NUL in text, BSON in keys, and no UTF-8 encoder
+    takes a lone surrogate (JSON "\\ud800" from a peer decodes to one).
+    Anything but ``str`` is returned as it is.  The common case (ASCII
+    without NUL) costs two C calls.
+    """
+    if value.__class__ is not str:
+        return value
+    if value.isascii():
+        return value.replace("\x00", REPLACEMENT) if "\x00" in value \
+            else value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Pairs of surrogates become the character they encode; lone ones
+        # the replacement character.
+        value = value.encode("utf-16-le", "surrogatepass").decode(
+            "utf-16-le", "replace")
+    return value.replace("\x00", REPLACEMENT) if "\x00" in value else value
+
+
+MAX_CLEAN_NODES = 100_000
+
+
+def clean_value(value):
+    """A copy of a JSON-like value (dicts, lists, tuples, text) with every
+    string and key passed through ``clean_text``.
+
+    Iterative, so any nesting depth works; a container met twice (a cycle
+    or a shared branch) and anything past MAX_CLEAN_NODES containers is
+    replaced by a short text instead of being copied.
+    """
+    containers = (dict, list, tuple)
+    if not isinstance(value, containers):
+        return clean_text(value)
+    root = [None]
+    stack = [(value, root, 0)]
+    seen = set()
+    while stack:
+        source, parent, slot = stack.pop()
+        if id(source) in seen or len(seen) >= MAX_CLEAN_NODES:
+            parent[slot] = "<%s not copied>" % type(source).__name__
+            continue
+        seen.add(id(source))
+        if isinstance(source, dict):
+            out = {}
+            for key, item in source.items():
+                key = clean_text(key)
+                if isinstance(item, containers):
+                    out[key] = None
+                    stack.append((item, out, key))
+                else:
+                    out[key] = clean_text(item)
+        else:
+            out = list(source)
+            for index, item in enumerate(out):
+                if isinstance(item, containers):
+                    stack.append((item, out, index))
+                else:
+                    out[index] = clean_text(item)
+        parent[slot] = out
+    return root[0]
+
+
+def clean_point(point):
+    """The raw point with its name, text ids and info cleaned."""
+    name, phase, base_id, parent_id, trace_id, ns, info = point
+    return (clean_text(name), phase, clean_text(base_id),
+            clean_text(parent_id), clean_text(trace_id), ns,
+            clean_value(info) if info else info)
+
+
+def _clean_batch(batch):
+    """(cleaned batch, number of points that changed)."""
+    cleaned = []
+    changed = 0
+    for point in batch:
+        try:
+            new = clean_point(point)
+        except Exception:  # not a point at all: left for the store to refuse
+            new = point
+        if new != point:
+            changed += 1
+        cleaned.append(new)
+    return cleaned, changed
+
+
+def deliver(driver, batch):
+    """Write ``batch`` through ``driver``; a poison point never takes the
+    others with it.
+
+    A failure the driver calls a content error (``driver.content_error``)
+    is answered by writing a cleaned copy (NUL and lone surrogates
+    replaced); if that fails too, the batch is split in halves until each
+    refused point stands alone.  Returns an ``Outcome``.  Any other failure
+    (the store is down, slow, full) is raised as it is when nothing was
+    written, or as ``Interrupted`` after part of the batch was.
+    """
+    try:
+        driver.write_points(batch)
+        return Outcome(len(batch), 0, [])
+    except Rejected as exc:
+        return Outcome(len(batch) - len(exc.rejected), 0, exc.rejected)
+    except Exception as exc:
+        if not driver.content_error(exc):
+            raise
+        first = exc
+    from stacktrail.common import logtext
+    cleaned, changed = _clean_batch(batch)
+    written = 0
+    rejected = []
+    stack = [(0, cleaned)]
+    if not changed:
+        # Cleaning changed nothing: the whole batch would fail the same way.
+        if len(batch) == 1:
+            return Outcome(0, 0, [(batch[0], logtext.one_line(first))])
+        half = len(batch) // 2
+        stack = [(half, cleaned[half:]), (0, cleaned[:half])]
+    while stack:
+        offset, part = stack.pop()
+        try:
+            driver.write_points(part)
+            written += len(part)
+        except Rejected as exc:
+            written += len(part) - len(exc.rejected)
+            rejected.extend(exc.rejected)
+        except Exception as exc:
+            if not driver.content_error(exc):
+                raise Interrupted(exc, offset, Outcome(
+                    written, min(changed, written), rejected)) from exc
+            if len(part) == 1:
+                rejected.append((batch[offset], logtext.one_line(exc)))
+            else:
+                half = len(part) // 2
+                stack.append((offset + half, part[half:]))
+                stack.append((offset, part[:half]))
+    return Outcome(written, min(changed, written), rejected)
 
 
 # Built once: json.dumps(..., separators=..., default=...) builds a new
@@ -159,9 +430,11 @@ class Driver:
     def __init__(self, connection_str, project=None, service=None, host=None,
                  conf=None, **kwargs):
         self.connection_str = connection_str
-        self.project = project
-        self.service = service
-        self.host = host or points.HOST
+        # Labels go into every row of a store: one NUL in a host name must
+        # not make every point of that process poison.
+        self.project = clean_text(project)
+        self.service = clean_text(service)
+        self.host = clean_text(host or points.HOST)
         self.conf = conf
         self.options = kwargs
         self.url = urllib.parse.urlsplit(connection_str)
@@ -188,15 +461,47 @@ class Driver:
     def get_name(cls):
         return cls.__module__.rsplit(".", 1)[-1]
 
+    @property
+    def store_timeout(self):
+        """Seconds one call to the store (connect, read, write) may take:
+        keyword ``store_timeout``, else ``[profiler] store_timeout``."""
+        try:
+            value = float(self.option("store_timeout",
+                                      DEFAULT_STORE_TIMEOUT))
+        except (TypeError, ValueError):
+            value = DEFAULT_STORE_TIMEOUT
+        return value if value > 0 else DEFAULT_STORE_TIMEOUT
+
+    def content_error(self, exc):
+        """True when ``exc`` says the batch's content was refused (retrying
+        it unchanged would fail again), False when the store is down, slow
+        or full.  Drivers add their client library's exceptions."""
+        if isinstance(exc, (OSError, DriverError, Interrupted)):
+            return False
+        return isinstance(exc, CONTENT_ERRORS)
+
+    def retry_safe(self, exc):
+        """Points whose write failed with ``exc`` can be written again
+        without a risk of storing them twice; ``exc.unsent`` then says
+        which (all of the batch when absent)."""
+        return False
+
     # write side
 
     def make_sink(self):
         """The sink the notifier installs: a bounded buffer and a flusher."""
         from stacktrail.common import buffer
+        options = {}
         size = self.option("buffer_size")  # [profiler] buffer_size
-        if size is None:
-            return buffer.BufferedSink(self)
-        return buffer.BufferedSink(self, max_points=int(size))
+        if size is not None:
+            options["max_points"] = int(size)
+        interval = self.option("status_interval")
+        if interval is not None:
+            options["status_interval"] = float(interval)
+        status_dir = self.option("status_dir")
+        if status_dir:
+            options["status_dir"] = status_dir
+        return buffer.BufferedSink(self, **options)
 
     def write_points(self, batch):
         """Format a batch of raw points and store it."""
@@ -255,3 +560,6 @@ class Driver:
 
     def list_error_traces(self):
         raise NotImplementedError
+
+
+os.register_at_fork(after_in_child=WATCHDOG.after_fork)

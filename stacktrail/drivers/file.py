@@ -7,6 +7,10 @@ per batch, which follows log rotation for free.  The read side scans it.
 
 ``file:///var/log/stacktrail/traces.jsonl`` is an absolute path;
 ``file://traces.jsonl`` is relative to the working directory.
+
+A write cut short (disk full) leaves a partial line; it is ended with a
+newline (now, or before the next batch when even that byte does not fit),
+so the reader skips that one line and never glues two together.
 """
 
 import json
@@ -29,6 +33,7 @@ class FileDriver(base.Driver):
     def __init__(self, connection_str, *args, **kwargs):
         super().__init__(connection_str, *args, **kwargs)
         self.path = path_of(connection_str)
+        self._torn = False   # a partial line waits for its newline
         if os.path.isdir(self.path):
             raise base.DriverError("file:// path %s is a directory"
                                    % self.path)
@@ -47,14 +52,33 @@ class FileDriver(base.Driver):
 
     def _append(self, lines):
         data = "".join(line + "\n" for line in lines).encode()
+        if self._torn:
+            data = b"\n" + data
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                      0o640)
         try:
             view = memoryview(data)
-            while view:  # a short write is rare, but must not cut a line
-                view = view[os.write(fd, view):]
+            started = False
+            try:
+                while view:  # a short write is rare, but must not cut a line
+                    written = os.write(fd, view)
+                    if written <= 0:
+                        raise OSError(28, os.strerror(28))
+                    started = True
+                    view = view[written:]
+            except OSError:
+                if started and view:
+                    self._end_torn_line(fd)
+                raise
+            self._torn = False
         finally:
             os.close(fd)
+
+    def _end_torn_line(self, fd):
+        try:
+            self._torn = os.write(fd, b"\n") != 1
+        except OSError:
+            self._torn = True
 
     def notify(self, info, **kwargs):
         message = dict(info)

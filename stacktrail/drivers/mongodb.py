@@ -11,6 +11,11 @@ index with ``expireAfterSeconds=0`` removes it then.  Storing the deadline
 rather than the write time means a changed retention never conflicts with
 the existing index (MongoDB refuses to re-create an index with other
 options) and each document keeps the retention it was written under.
+
+Every call is bounded by ``store_timeout`` (server selection, connect,
+socket reads and writes).  A document BSON cannot hold (a NUL byte in a
+key, a lone surrogate) is refused by the client before anything is sent:
+a content error, which ``base.deliver`` answers by cleaning the batch.
 """
 
 import contextlib
@@ -39,14 +44,14 @@ class MongoDBDriver(base.Driver):
     """osprofiler's MongoDB layout, batched writes, one-query listing."""
 
     def __init__(self, connection_str, project=None, service=None, host=None,
-                 conf=None, db_name=None, timeout=5.0, **kwargs):
+                 conf=None, db_name=None, timeout=None, **kwargs):
         super().__init__(connection_str, project=project, service=service,
                          host=host, conf=conf, **kwargs)
         self._pymongo = _pymongo()
         self.db_name = db_name or self.url.path.strip("/") or DEFAULT_DB
         retention = self.option("retention")
         self.retention = float(retention) if retention else None
-        self.timeout = float(timeout)
+        self.timeout = float(timeout) if timeout else self.store_timeout
         self._client = None
         self._indexed = False
 
@@ -61,7 +66,7 @@ class MongoDBDriver(base.Driver):
                 self._client = self._pymongo.MongoClient(
                     self.connection_str, connect=False,
                     serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
-                    socketTimeoutMS=ms * 2)
+                    socketTimeoutMS=ms, waitQueueTimeoutMS=ms)
             except self._pymongo.errors.PyMongoError as exc:
                 raise base.DriverError("bad mongodb connection string %r: %s"
                                        % (self.connection_str,
@@ -93,6 +98,14 @@ class MongoDBDriver(base.Driver):
                 "mongodb store at %s: cannot %s: %s"
                 % (self.url.netloc.rpartition("@")[2] or self.connection_str,
                    action, _one_line(exc))) from None
+
+    def content_error(self, exc):
+        import bson.errors
+        if isinstance(exc, bson.errors.BSONError):
+            return True
+        if isinstance(exc, self._pymongo.errors.PyMongoError):
+            return False
+        return super().content_error(exc)
 
     def after_fork(self):
         # pymongo clients are not fork-safe: the child opens its own.

@@ -15,12 +15,37 @@ and one of our own, which osprofiler never looks at:
     flushes first).  ``list_traces`` takes each trace's start time from it;
     traces written by osprofiler fall back to their list's oldest message.
 
-A batch is one pipeline.  With ``retention`` (seconds) every
-key written gets that TTL, refreshed as the trace grows, and old index
-entries are pruned.
+and, for exactly-once writes:
+
+``stacktrail_batches``
+    a sorted set of the ids of the batches written in the last hour (the
+    id is a hash of the batch's messages), score the time written.
+
+A batch is one call of a Lua script, so Redis applies it whole and alone:
+it first looks the batch's id up in ``stacktrail_batches`` and does
+nothing when the batch is there already.  A write that timed out or lost
+its connection after the command was sent may or may not have been
+applied; it is sent once more (within ``store_timeout``), and whichever
+copy Redis runs first is the only one stored; the agent's writer retries a
+failed batch with the same messages, which Redis recognises the same way.
+redis-py never retries a write blindly (``Retry(..., 0)``).  When both
+attempts failed that way, the batch's id is kept and asked about with the
+next batch: if it was stored after all, ``take_confirmed`` tells the
+flusher, which then counts those points written rather than lost.
+
+A key of the wrong type (a junk value where a trace's list should be) makes
+that trace's points fail alone (``base.Rejected``, also a
+``redis.ResponseError``); the rest of the batch is stored.  Reading skips
+records that are not JSON and lists them in ``skipped``.
+
+With ``retention`` (seconds) every key written gets that TTL, refreshed as
+the trace grows, and old index entries are pruned.
 """
 
+import collections
 import contextlib
+import functools
+import hashlib
 import json
 import time
 
@@ -32,8 +57,83 @@ from stacktrail.drivers import base
 PREFIX = "osprofiler_opt:"
 ERROR_PREFIX = "osprofiler_error:"
 INDEX = "stacktrail_traces"
+BATCHES = "stacktrail_batches"
+DEDUPE_WINDOW = 3600
 DEFAULT_TIMEOUT = 5.0
 SCAN_CHUNK = 500
+# A write whose reply was lost is sent once more after this pause; when
+# that fails too the flusher (or the agent) decides, and the batch's id is
+# asked about with the next batch.
+WRITE_ATTEMPTS = 2
+RETRY_PAUSE = 0.05
+MAX_SKIPPED = 20
+
+# ARGV: batch id, now (s), dedupe window (s), ttl (0: none), index cutoff
+# (us), D, D ids of earlier doubtful batches, T, then per trace: base_id,
+# first microsecond, error marker JSON or "", N, N messages.
+# Returns {applied (1) or already there (0), ids of the doubtful batches
+# found, {base_id, error, ...} of traces that could not be written}.
+STORE_SCRIPT = """
+local batches = 'stacktrail_batches'
+local now = tonumber(ARGV[2])
+local i = 6
+local confirmed = {}
+for d = 1, tonumber(ARGV[i]) do
+  if redis.call('ZSCORE', batches, ARGV[i + d]) then
+    confirmed[#confirmed + 1] = ARGV[i + d]
+  end
+end
+i = i + tonumber(ARGV[i]) + 1
+if redis.call('ZSCORE', batches, ARGV[1]) then
+  return {0, confirmed, {}}
+end
+redis.call('ZADD', batches, now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', batches, '-inf', now - tonumber(ARGV[3]))
+local ttl = tonumber(ARGV[4])
+local failed = {}
+local traces = tonumber(ARGV[i])
+i = i + 1
+for t = 1, traces do
+  local base = ARGV[i]
+  local first = ARGV[i + 1]
+  local marker = ARGV[i + 2]
+  local last = i + 3 + tonumber(ARGV[i + 3])
+  local key = 'osprofiler_opt:' .. base
+  local j = i + 4
+  i = last + 1
+  local err = nil
+  while j <= last do
+    local k = math.min(j + 999, last)
+    local reply = redis.pcall('LPUSH', key, unpack(ARGV, j, k))
+    if type(reply) == 'table' and reply.err then
+      err = reply.err
+      break
+    end
+    j = k + 1
+  end
+  if err then
+    failed[#failed + 1] = base
+    failed[#failed + 1] = err
+  else
+    if ttl > 0 then redis.pcall('EXPIRE', key, ttl) end
+    if marker ~= '' then
+      if ttl > 0 then
+        redis.pcall('SET', 'osprofiler_error:' .. base, marker, 'EX', ttl,
+                    'NX')
+      else
+        redis.pcall('SET', 'osprofiler_error:' .. base, marker, 'NX')
+      end
+    end
+    redis.pcall('ZADD', 'stacktrail_traces', 'LT', first, base)
+  end
+end
+if ttl > 0 then
+  redis.pcall('EXPIRE', 'stacktrail_traces', ttl)
+  redis.pcall('ZREMRANGEBYSCORE', 'stacktrail_traces', '-inf',
+              '(' .. ARGV[5])
+end
+return {1, confirmed, failed}
+"""
 
 
 def _import_redis():
@@ -57,8 +157,14 @@ class RedisDriver(base.Driver):
         super().__init__(connection_str, *args, **kwargs)
         self.redis = _import_redis()
         self.retention = int(self.option("retention", 0) or 0)
+        # One socket operation (osprofiler's option, kept for it); a write
+        # as a whole, retries included, gets ``store_timeout``.
         self.timeout = float(self.option("socket_timeout", DEFAULT_TIMEOUT))
+        self.skipped = []        # (key, why) of records reading skipped
+        self._doubtful = collections.deque(maxlen=256)  # (batch id, points)
+        self._confirmed = 0
         self.db = self._connect()
+        self._script = self.db.register_script(STORE_SCRIPT)
 
     @classmethod
     def get_name(cls):
@@ -88,20 +194,24 @@ class RedisDriver(base.Driver):
         from redis import backoff
         from redis import retry
         return {"socket_timeout": self.timeout,
-                "socket_connect_timeout": self.timeout,
-                "retry": retry.Retry(backoff.NoBackoff(), 1),
+                "socket_connect_timeout": min(self.timeout,
+                                              self.store_timeout),
+                # Never a blind retry: a write whose reply was lost is sent
+                # again by ``_run_script`` only, where it is idempotent.
+                "retry": retry.Retry(backoff.NoBackoff(), 0),
                 # A lone surrogate in an id a hostile peer sent must not
                 # make a batch fail for ever (the agent would retry it).
                 "encoding_errors": "surrogatepass"}
 
     @contextlib.contextmanager
-    def _store_errors(self):
+    def _store_errors(self, key=None):
         """Read-side failures as one line (the CLI prints it)."""
         try:
             yield
         except self.redis.RedisError as exc:
-            raise base.DriverError("redis at %s: %s" % (
-                self.where, str(exc).splitlines()[0] if str(exc) else
+            raise base.DriverError("redis at %s%s: %s" % (
+                self.where, " (key %s)" % key if key else "",
+                str(exc).splitlines()[0] if str(exc) else
                 type(exc).__name__)) from None
 
     # write side
@@ -115,9 +225,10 @@ class RedisDriver(base.Driver):
             us = point[5] // 1000
             entry = traces.get(base_id)
             if entry is None:
-                entry = traces[base_id] = [[text], us, None]
+                entry = traces[base_id] = [[text], us, None, [point]]
             else:
                 entry[0].append(text)
+                entry[3].append(point)
                 if us < entry[1]:
                     entry[1] = us
             info = point[6]
@@ -130,8 +241,9 @@ class RedisDriver(base.Driver):
         traces = {}
         for message in messages:
             us = clock.parse_timestamp(message["timestamp"]) // 1000
-            entry = traces.setdefault(message["base_id"], [[], us, None])
+            entry = traces.setdefault(message["base_id"], [[], us, None, []])
             entry[0].append(base.to_json(message))
+            entry[3].append(message)
             entry[1] = min(entry[1], us)
             if entry[2] is None and _is_error(message):
                 entry[2] = message["timestamp"]
@@ -143,29 +255,94 @@ class RedisDriver(base.Driver):
         message["service"] = self.service
         self.write_messages([message])
 
+    def content_error(self, exc):
+        if isinstance(exc, self.redis.DataError):
+            return True
+        if isinstance(exc, self.redis.RedisError):
+            return False
+        return super().content_error(exc)
+
+    def take_confirmed(self):
+        """Points of batches that failed with a lost reply and were found
+        stored since (the flusher counts them written, not lost)."""
+        count, self._confirmed = self._confirmed, 0
+        return count
+
     def _store(self, traces):
-        """One pipeline: lists, start-time index, error markers, TTLs.
+        """One script call: lists, start-time index, error markers, TTLs,
+        applied once even when sent several times.
 
         ``traces``: base_id -> [JSON messages, earliest microsecond, time
-        text of the first error or None].
+        text of the first error or None, the points].
         """
-        pipe = self.db.pipeline(transaction=False)
-        ttl = self.retention or None
-        for base_id, (values, first_us, error_at) in traces.items():
-            key = PREFIX + base_id
-            pipe.lpush(key, *values)
-            if ttl:
-                pipe.expire(key, ttl)
+        ttl = self.retention or 0
+        now = time.time()
+        digest = hashlib.sha1()
+        body = []
+        for base_id, (values, first_us, error_at, _) in traces.items():
+            marker = ""
             if error_at is not None:
                 marker = json.dumps({"base_id": base_id,
                                      "timestamp": error_at})
-                pipe.set(ERROR_PREFIX + base_id, marker, ex=ttl, nx=True)
-            pipe.zadd(INDEX, {base_id: first_us}, lt=True)
-        if ttl:
-            pipe.expire(INDEX, ttl)
-            cutoff = (time.time() - ttl) * 1_000_000
-            pipe.zremrangebyscore(INDEX, "-inf", "(%d" % cutoff)
-        pipe.execute()
+            body += [base_id, first_us, marker, len(values)]
+            body += values
+            for value in values:
+                digest.update(value.encode("utf-8", "surrogatepass"))
+                digest.update(b"\n")
+        batch_id = digest.hexdigest()[:32]
+        doubtful = list(self._doubtful)
+        args = [batch_id, "%.6f" % now, DEDUPE_WINDOW, ttl,
+                "%d" % ((now - ttl) * 1_000_000) if ttl else 0,
+                len(doubtful)] + [d for d, _ in doubtful]
+        args += [len(traces)] + body
+        reply = self._run_script(args, batch_id, sum(
+            len(entry[0]) for entry in traces.values()))
+        found = {_text(d) for d in reply[1]}
+        for entry in doubtful:
+            try:
+                self._doubtful.remove(entry)
+            except ValueError:
+                pass
+            if entry[0] in found:
+                self._confirmed += entry[1]
+        failed = reply[2]
+        if failed:
+            rejected = []
+            errors = []
+            for index in range(0, len(failed), 2):
+                base_id = _text(failed[index])
+                error = _text(failed[index + 1])
+                errors.append(error)
+                entry = traces.get(base_id)
+                if entry is not None:
+                    rejected += [(p, "%s: %s" % (PREFIX + base_id, error))
+                                 for p in entry[3]]
+            raise _RejectedReply(
+                "%s (key %s%s)" % (errors[0], PREFIX, _text(failed[0])),
+                rejected)
+
+    def _run_script(self, args, batch_id, count):
+        """Run the store script; when its reply was lost, send it once
+        more (safe: a batch is applied once) within ``store_timeout``."""
+        redis = self.redis
+        deadline = time.monotonic() + self.store_timeout
+        attempt = 0
+        sent_once = False
+        while True:
+            try:
+                return self._script(args=args)
+            except (redis.TimeoutError, redis.ConnectionError) as exc:
+                # Refused at connect: nothing was sent, the store is down.
+                sent = "connecting" not in str(exc).lower() \
+                    and not isinstance(exc, redis.BusyLoadingError)
+                sent_once = sent_once or sent
+                attempt += 1
+                if not sent or attempt >= WRITE_ATTEMPTS or \
+                        time.monotonic() + RETRY_PAUSE >= deadline:
+                    if sent_once:   # it may have been applied: ask later
+                        self._doubtful.append((batch_id, count))
+                    raise
+                time.sleep(RETRY_PAUSE)
 
     def close(self):
         self.db.close()
@@ -175,16 +352,30 @@ class RedisDriver(base.Driver):
 
     # read side
 
+    def _skip(self, key, why):
+        if len(self.skipped) < MAX_SKIPPED:
+            self.skipped.append((key, why))
+
     def get_messages(self, base_id):
-        with self._store_errors():
-            raw = self.db.lrange(PREFIX + base_id, 0, -1)
-        return [json.loads(r) for r in reversed(raw)]
+        key = PREFIX + base_id
+        with self._store_errors(key):
+            raw = self.db.lrange(key, 0, -1)
+        messages = []
+        for index, item in enumerate(reversed(raw)):
+            try:
+                message = json.loads(item)
+            except ValueError:
+                self._skip(key, "item %d is not JSON" % index)
+                continue
+            messages.append(message)
+        return messages
 
     def _scan(self, prefix):
         """Keys with ``prefix`` in chunks, each with its base_id."""
         chunk = []
         for key in self.db.scan_iter(match=prefix + "*", count=SCAN_CHUNK):
-            key = key.decode() if isinstance(key, bytes) else key
+            key = key.decode("utf-8", "replace") \
+                if isinstance(key, bytes) else key
             chunk.append((key, key[len(prefix):]))
             if len(chunk) >= SCAN_CHUNK:
                 yield chunk
@@ -201,19 +392,30 @@ class RedisDriver(base.Driver):
                 for key, base_id in chunk:
                     pipe.lindex(key, -1)  # oldest message: LPUSH adds at head
                     pipe.zscore(INDEX, base_id)
-                replies = pipe.execute()
-                for i in range(len(chunk)):
-                    trace = self._first(replies[2 * i], replies[2 * i + 1])
+                replies = pipe.execute(raise_on_error=False)
+                for i, (key, _) in enumerate(chunk):
+                    raw, start = replies[2 * i], replies[2 * i + 1]
+                    if isinstance(raw, Exception):
+                        self._skip(key, logtext.one_line(raw, with_type=False))
+                        continue
+                    try:
+                        trace = self._first(raw, None if isinstance(
+                            start, Exception) else start)
+                    except (ValueError, TypeError, AttributeError):
+                        self._skip(key, "not a JSON message")
+                        continue
                     if trace is not None:
                         result.append({k: v for k, v in trace.items()
                                        if k in fields})
-        return sorted(result, key=lambda t: t.get("timestamp") or "")
+        return sorted(result, key=lambda t: str(t.get("timestamp") or ""))
 
     @staticmethod
     def _first(raw, start_us):
         if raw is None:  # expired between SCAN and LINDEX
             return None
         first = json.loads(raw)
+        if not isinstance(first, dict):
+            raise TypeError("not a message")
         if start_us is not None:
             first["timestamp"] = clock.format_timestamp(int(start_us) * 1000)
         return first
@@ -222,10 +424,45 @@ class RedisDriver(base.Driver):
         result = []
         with self._store_errors():
             for chunk in self._scan(ERROR_PREFIX):
-                for raw in self.db.mget([key for key, _ in chunk]):
-                    if raw is not None:
-                        result.append(json.loads(raw))
-        return sorted(result, key=lambda t: t.get("timestamp") or "")
+                pipe = self.db.pipeline(transaction=False)
+                for key, _ in chunk:
+                    pipe.get(key)
+                replies = pipe.execute(raise_on_error=False)
+                for (key, _), raw in zip(chunk, replies):
+                    if raw is None:
+                        continue
+                    try:
+                        if isinstance(raw, Exception):
+                            raise ValueError(logtext.one_line(
+                                raw, with_type=False))
+                        marker = json.loads(raw)
+                        if not isinstance(marker, dict):
+                            raise ValueError("not a JSON object")
+                    except ValueError as exc:
+                        self._skip(key, str(exc) or "not JSON")
+                        continue
+                    result.append(marker)
+        return sorted(result, key=lambda t: str(t.get("timestamp") or ""))
+
+
+def _text(value):
+    return value.decode("utf-8", "surrogateescape") \
+        if isinstance(value, bytes) else str(value)
+
+
+@functools.lru_cache(maxsize=None)
+def _rejected_reply_class():
+    redis = _import_redis()
+
+    class RejectedReply(base.Rejected, redis.ResponseError):
+        """Some traces of a batch could not be written (a key of the wrong
+        type); the others were."""
+
+    return RejectedReply
+
+
+def _RejectedReply(message, rejected):
+    return _rejected_reply_class()(message, rejected)
 
 
 def _is_error(message):

@@ -7,11 +7,28 @@ osprofiler message as JSON text.  The schema is created once per driver
 (``checkfirst``), each batch is one committed bulk insert, and the read side
 is SQLAlchemy Core.  The engine never logs SQL parameters
 (``hide_parameters``), and errors are reduced to one line without them.
+
+Every call to the store is bounded by ``store_timeout`` (default 5 s):
+connecting (``connect_timeout``), waiting for a pooled connection, and
+reading or writing: PyMySQL has read and write timeouts of its own; libpq
+has none, so a watchdog shuts the connection's socket down when a call
+outlives the deadline (a PostgreSQL server that stopped answering would
+otherwise hold the flusher, or ``stacktrail trace list``, for ever), and
+the call fails with ``base.StoreTimeout``.
+
+A point whose text PostgreSQL refuses (a NUL byte) or no UTF-8 encoder
+takes (a lone surrogate) fails its batch with a content error
+(``content_error``); ``base.deliver`` then writes the batch again with
+those characters replaced, and counts the points it changed.
 """
 
 import contextlib
 import datetime
 import json
+import math
+import threading
+import time
+import weakref
 
 from stacktrail.common import logtext
 from stacktrail.drivers import base
@@ -75,6 +92,9 @@ class SQLDriver(base.Driver):
         self.sa = sa = _import_sqlalchemy()
         self.table = make_table(sa, sa.MetaData())
         self._schema_ready = False
+        self._raw = weakref.WeakSet()   # DBAPI connections, for the watchdog
+        self._raw_fds = set()           # ... those that cannot be weakref-ed
+        self._calls = threading.local()  # deadline of this thread's call
         self.engine = self._engine()
 
     @classmethod
@@ -83,19 +103,25 @@ class SQLDriver(base.Driver):
 
     def _engine(self):
         sa = self.sa
+        timeout = self.store_timeout
         try:
             url = sa.engine.make_url(self.connection_str)
-            options = {"pool_pre_ping": True, "hide_parameters": True}
-            if url.get_backend_name() == "sqlite" and \
+            options = {"pool_pre_ping": True, "hide_parameters": True,
+                       "pool_timeout": timeout}
+            backend = url.get_backend_name()
+            if backend == "sqlite" and \
                     url.database in (None, "", ":memory:"):
                 # Each pooled connection would see its own empty database.
                 raise ValueError("sqlite needs a file path, e.g. "
                                  "sqlite:////var/lib/stacktrail/traces.db")
-            if url.get_backend_name() == "sqlite":
+            if backend == "sqlite":
                 # The flusher writes and the caller reads on other threads;
                 # concurrent writers wait for the lock instead of failing.
                 options["connect_args"] = {"check_same_thread": False,
-                                           "timeout": 30}
+                                           "timeout": timeout}
+                options.pop("pool_timeout")
+            else:
+                options["connect_args"] = self._timeouts(url, timeout)
             # No connection here: a service starts while its store is down.
             engine = sa.create_engine(url, **options)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError,
@@ -103,8 +129,97 @@ class SQLDriver(base.Driver):
             raise base.DriverError("bad SQL connection string %s: %s" % (
                 logtext.mask_passwords(self.connection_str), logtext.one_line(exc, with_type=False))) from None
         self.where = engine.url.render_as_string(hide_password=True)
+        self._watched = backend != "sqlite"
+        self._backend = backend
+        if self._watched:
+            sa.event.listen(engine, "connect", self._on_connect)
+            sa.event.listen(engine, "do_connect", self._do_connect)
         return engine
 
+    def _do_connect(self, dialect, record, cargs, cparams):
+        """A new connection inside a call gets what is left of its time."""
+        deadline = getattr(self._calls, "deadline", None)
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise base.StoreTimeout("SQL store %s did not answer within "
+                                    "%.1f s" % (self.where,
+                                                self.store_timeout))
+        if self._backend == "postgresql":
+            cparams["connect_timeout"] = max(2, int(math.ceil(left)))
+        elif "read_timeout" in cparams:   # PyMySQL
+            cparams["connect_timeout"] = max(1, int(math.ceil(left)))
+        return None
+
+    @staticmethod
+    def _timeouts(url, timeout):
+        """Client timeouts for the URL's driver (the URL's own win)."""
+        query = url.query
+        backend, dbapi = url.get_backend_name(), url.get_driver_name()
+        args = {}
+        if backend == "postgresql":
+            if "connect_timeout" not in query:
+                # libpq takes whole seconds, at least 2.
+                args["connect_timeout"] = max(2, int(math.ceil(timeout)))
+        elif backend in ("mysql", "mariadb") and dbapi == "pymysql":
+            for name in ("connect_timeout", "read_timeout", "write_timeout"):
+                if name not in query:
+                    args[name] = max(1, int(math.ceil(timeout)))
+        return args
+
+    def _on_connect(self, dbapi_connection, record):
+        try:
+            self._raw.add(dbapi_connection)
+        except TypeError:
+            fd = _fileno(dbapi_connection)
+            if fd is not None:
+                self._raw_fds.add(fd)
+
+    def _cut(self):
+        """The watchdog's doing: shut down every connection of this driver
+        (they all lead to the store that stopped answering)."""
+        for connection in list(self._raw):
+            fd = _fileno(connection)
+            if fd is not None:
+                base.shutdown_socket(fd)
+        for fd in list(self._raw_fds):
+            base.shutdown_socket(fd)
+        self._raw_fds.clear()
+
+    @contextlib.contextmanager
+    def _deadline(self, action):
+        """Bound one store call by ``store_timeout``."""
+        if not self._watched:
+            yield
+            return
+        timeout = self.store_timeout
+        self._calls.deadline = time.monotonic() + timeout
+        token = base.WATCHDOG.watch(timeout, self._cut)
+        try:
+            yield
+        except Exception:
+            if base.WATCHDOG.done(token):
+                raise base.StoreTimeout(
+                    "SQL store %s did not answer within %.1f s (%s)"
+                    % (self.where, timeout, action)) from None
+            raise
+        else:
+            base.WATCHDOG.done(token)
+        finally:
+            self._calls.deadline = None
+
+    def content_error(self, exc):
+        sa = self.sa
+        if isinstance(exc, sa.exc.DataError):
+            return True
+        if isinstance(exc, sa.exc.StatementError) and not isinstance(
+                exc, sa.exc.DBAPIError):
+            # raised on the client before the statement was sent
+            return isinstance(exc.orig, base.CONTENT_ERRORS)
+        if isinstance(exc, sa.exc.SQLAlchemyError):
+            return False
+        return super().content_error(exc)
 
     @contextlib.contextmanager
     def _store_errors(self):
@@ -170,9 +285,10 @@ class SQLDriver(base.Driver):
     def _insert(self, rows):
         if not rows:
             return
-        self.ensure_schema()
-        with self.engine.begin() as conn:  # commits, or rolls back on error
-            conn.execute(self.table.insert(), rows)
+        with self._deadline("write"):
+            self.ensure_schema()
+            with self.engine.begin() as conn:  # commits, or rolls back
+                conn.execute(self.table.insert(), rows)
 
     def close(self):
         self.engine.dispose()
@@ -192,7 +308,7 @@ class SQLDriver(base.Driver):
         return self._schema_ready
 
     def _rows(self, query):
-        with self._store_errors():
+        with self._store_errors(), self._deadline("read"):
             if not self._readable():
                 return []
             with self.engine.connect() as conn:
@@ -242,3 +358,16 @@ class SQLDriver(base.Driver):
         return [{"base_id": base_id, "timestamp": first.strftime(TS_FORMAT)}
                 for base_id, first in self._firsts(only_errors=True)]
 
+
+def _fileno(connection):
+    """The socket descriptor of a DBAPI connection (psycopg 3 and 2,
+    PyMySQL), or None."""
+    try:
+        return connection.fileno()
+    except Exception:
+        pass
+    sock = getattr(connection, "_sock", None)
+    try:
+        return sock.fileno() if sock is not None else None
+    except Exception:
+        return None

@@ -12,6 +12,7 @@ import json
 import pathlib
 import re
 
+from stacktrail.report import as_json
 from stacktrail.report import text
 
 ASSETS = pathlib.Path(__file__).with_name("assets")
@@ -22,8 +23,13 @@ _JSON_UNSAFE = re.compile("[<>&\u2028\u2029]")
 
 
 def embed_json(value):
-    """JSON text that is inert inside an HTML script element."""
-    dumped = json.dumps(value, default=str, separators=(",", ":"))
+    """JSON text that is inert inside an HTML script element (any depth:
+    a trace nested thousands of spans deep is written without
+    recursion)."""
+    try:
+        dumped = json.dumps(value, default=str, separators=(",", ":"))
+    except RecursionError:
+        dumped = as_json.dumps_deep(value, separators=(",", ":"))
     return _JSON_UNSAFE.sub(lambda m: _JSON_ESCAPES[m.group()], dumped)
 
 

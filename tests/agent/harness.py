@@ -73,11 +73,12 @@ class Agent:
         with open(self.conf_path, "w") as f:
             f.write("\n".join(lines) + "\n")
 
-    def start(self, *extra, wait=True):
+    def start(self, *extra, wait=True, preexec_fn=None):
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [AGENT, "--config-file", self.conf_path] + list(extra),
-                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                preexec_fn=preexec_fn)
         if wait:
             wait_for(self.ready, 15, what="agent start: " + self.log_tail())
         return self
@@ -103,6 +104,32 @@ class Agent:
 
     def send_signal(self, sig):
         self.proc.send_signal(sig)
+
+    def proc_status(self):
+        """The agent's /proc status fields (VmRSS in kB, Threads ...)."""
+        fields = {}
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields[key] = value.split()[0] if value.split() else ""
+        return fields
+
+    def rss_mib(self):
+        return int(self.proc_status()["VmRSS"]) / 1024.0
+
+    def cpu_seconds(self):
+        """User + system CPU the agent used so far."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf(
+            "SC_CLK_TCK")
+
+    def log_lines(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.proc is None or self.proc.poll() is not None:
