@@ -176,6 +176,15 @@ STACKTRAIL_OPTS = [
                help="Directory where each traced process keeps a JSON "
                     "file of its flusher's counters (<service>-<pid>.json), "
                     "read by 'stacktrail status'. Empty: no file."),
+    cfg.BoolOpt("otel_bridge", default=False, mutable=True,
+                help="Make stacktrail OpenTelemetry's tracer provider "
+                     "(needs stacktrail[otel]): spans started through the "
+                     "OpenTelemetry API become spans of the stacktrail "
+                     "trace, OpenTelemetry's current span is stacktrail's, "
+                     "and oslo.messaging's and oslo.middleware's own spans "
+                     "are merged into the rpc and wsgi spans. When the "
+                     "service set up another provider first, that one is "
+                     "kept and only the trace context is shared."),
 ]
 
 ALL_OPTS = OSPROFILER_OPTS + FLAG_OPTS + STACKTRAIL_OPTS

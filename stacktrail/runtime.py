@@ -27,6 +27,7 @@ from stacktrail import adapters
 from stacktrail import integrations
 from stacktrail import notifier
 from stacktrail import opts
+from stacktrail import otel
 from stacktrail import web
 from stacktrail.common import flags
 from stacktrail.common import context
@@ -123,6 +124,7 @@ def _apply(state):
     else:
         web.disable()
     integrations.apply(_installed(state, live))
+    otel.apply(live.enabled and conf.profiler.otel_bridge)
 
 
 def _installed(state, live):

@@ -7,6 +7,9 @@ serves, and the ``wsgi`` span closes only after the body was sent.  A
 request that is not traced still takes part in W3C Trace Context (when
 ``propagation`` names w3c): it runs in such a copy too, holding the
 caller's ``traceparent`` or a new one, so the calls it makes pass it on.
+With the OpenTelemetry bridge on, the server span of oslo.middleware's
+``TracingMiddleware`` in the same pipeline (before or after this filter)
+is this filter's ``wsgi`` span (``stacktrail.otel.owners``).
 """
 
 import contextvars
@@ -21,6 +24,7 @@ from stacktrail.common import propagation
 from stacktrail.common import redact
 from stacktrail.common import settings
 from stacktrail.common import signing
+from stacktrail.otel import owners
 
 LOG = logging.getLogger(__name__)
 
@@ -108,6 +112,11 @@ class WsgiMiddleware:
         allow = _as_bool(kwargs.get("allow_insecure_hmac_keys", False)) or \
             settings.current.allow_insecure_hmac_keys
         self.hmac_keys = signing.usable_keys(hmac_keys, allow)
+        if self.enabled is not False:
+            # oslo.middleware's TracingMiddleware before this filter: its
+            # server span waits for this filter's decision (OpenTelemetry
+            # bridge), so a request has one wsgi span.
+            owners.defer(owners.OSLO_MIDDLEWARE, "SERVER")
 
     @classmethod
     def factory(cls, global_conf, **local_conf):
@@ -185,6 +194,10 @@ class WsgiMiddleware:
             return None
         if settings.current.flags["trace_wsgi"]:
             profiler.start(self.name, request_info(environ))
+            if owners.active:  # oslo.middleware's server span is this one
+                owners.take(owners.OSLO_MIDDLEWARE, context.current.get())
+        elif owners.active:  # or, without ours, the request's span
+            owners.promote(owners.OSLO_MIDDLEWARE)
         return context.capture()
 
 
@@ -267,6 +280,9 @@ def _stop_span(span, status, error):
         info["response"] = {"status": code}
         if code >= 500 and "etype" not in info:
             info.update(etype="HTTPServerError", message=status)
+    if owners.active:
+        for key, value in (owners.finish(span) or {}).items():
+            info.setdefault(key, value)
     context.current.set(span)
     profiler.stop(info)
     profiler.clean()

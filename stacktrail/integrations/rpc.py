@@ -31,6 +31,11 @@ Two ways to use it:
   the trace, and every RPC dispatched (an ``rpc`` span of type ``server``)
   and notification delivered runs inside the caller's trace, in a context
   of its own that is discarded afterwards (also when the handler raises).
+
+With the OpenTelemetry bridge on (``[profiler] otel_bridge``), the producer
+and consumer spans of oslo.messaging's own tracing
+(``[oslo_messaging_tracing]``) are these ``rpc`` spans, not spans of their
+own (``stacktrail.otel.owners``): each RPC is recorded once.
 """
 
 import contextvars
@@ -49,6 +54,7 @@ from stacktrail.common import kinds
 from stacktrail.common import propagation
 from stacktrail.common import settings
 from stacktrail.integrations import _base
+from stacktrail.otel import owners
 
 NAME = "rpc"
 TRACE_INFO = "trace_info"
@@ -228,8 +234,17 @@ def _traced_client(original, call_type):
         if not _base.active() or not _spans_on():
             return original(self, ctxt, method, **kwargs)
         info = _base.guard("rpc", _span_info, self.target, method, call_type)
-        with _base.Span("rpc", NAME, info):
-            return original(self, ctxt, method, **kwargs)
+        with _base.Span("rpc", NAME, info) as span:
+            if not owners.active:
+                return original(self, ctxt, method, **kwargs)
+            # oslo.messaging's own producer span (its OpenTelemetry
+            # tracing, through the bridge) is this span.
+            claim = _base.guard("rpc", owners.claim, owners.OSLO_MESSAGING,
+                                span.frame)
+            try:
+                return original(self, ctxt, method, **kwargs)
+            finally:
+                span.stop_info = _base.guard("rpc", owners.release, claim)
     return wrapper
 
 
@@ -256,10 +271,25 @@ def _server_info(incoming):
 
 
 def _served(original, dispatcher, incoming):
-    """The server side of a call or cast: an ``rpc`` span around it."""
+    """The server side of a call or cast: an ``rpc`` span around it (with
+    oslo.messaging's consumer span absorbed, when the bridge is on)."""
     info = _base.guard("rpc", _server_info, incoming)
-    with _base.Span("rpc", NAME, info):
-        return original(dispatcher, incoming)
+    with _base.Span("rpc", NAME, info) as span:
+        if not owners.active:
+            return original(dispatcher, incoming)
+        claim = _base.guard("rpc", owners.take, owners.OSLO_MESSAGING,
+                            span.frame)
+        try:
+            return original(dispatcher, incoming)
+        finally:
+            span.stop_info = _base.guard("rpc", owners.release, claim)
+
+
+def _unspanned(original, dispatcher, incoming):
+    """The server side without an ``rpc`` span (``trace_rpc`` off): with the
+    bridge on, oslo.messaging's consumer span is the RPC's span."""
+    _base.guard("rpc", owners.promote, owners.OSLO_MESSAGING)
+    return original(dispatcher, incoming)
 
 
 def _traced_dispatch(original, server_span):
@@ -277,6 +307,10 @@ def _traced_dispatch(original, server_span):
             return contextvars.copy_context().run(
                 _joined, ctxt, writer, _served, (original, self, incoming),
                 {})
+        if server_span and owners.active:
+            return contextvars.copy_context().run(
+                _joined, ctxt, writer, _unspanned,
+                (original, self, incoming), {})
         return contextvars.copy_context().run(
             _joined, ctxt, writer, original, (self, incoming), {})
     return wrapper
@@ -300,6 +334,12 @@ class _Global(_base.Instrumentor):
                 notify_dispatcher.NotificationDispatcher, False)):
             patcher.patch(cls, "dispatch",
                           _traced_dispatch(cls.dispatch, server_span))
+        # oslo.messaging's consumer span starts before the dispatch joins
+        # the message's trace: with the bridge, it waits for us.
+        owners.defer(owners.OSLO_MESSAGING, "CONSUMER")
+
+    def _disable(self):
+        owners.undefer(owners.OSLO_MESSAGING, "CONSUMER")
 
 
 _global = _Global()

@@ -167,7 +167,7 @@ def test_a_real_entry_point_namespace(registry, tmp_path, monkeypatch):
     # stevedore keeps each namespace's entry points for the process.
     from stevedore import extension
     monkeypatch.setattr(extension.ExtensionManager, "ENTRY_POINT_CACHE", {})
-    assert [k.name for k in kinds.extra()] == ["queue"]
+    assert "queue" in [k.name for k in kinds.extra()]
     assert kinds.line({"queue": {"name": "q9"}}) == "q9"
 
 
