@@ -1,0 +1,47 @@
+"""benchmarks/cinder_overhead.py and nova_overhead.py still run end to end,
+one lifecycle per configuration (their timing is not a test here: a missed
+target, exit status 1, is accepted; a failed test process or a missing
+trace, exit status 2, is not).  About 15 s and 20 s."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.services import envs
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
+TINY = ["--rounds", "1", "--iterations", "1", "--batch", "1", "--warmup",
+        "0", "--sample", "1"]
+
+
+def _env(service):
+    try:
+        if service == "cinder":
+            from tests.services import cinder
+            return cinder.cinder_env()
+        from tests.services import nova
+        return nova.nova_env()
+    except envs.EnvUnavailable as exc:
+        pytest.skip("%s environment unavailable: %s" % (service, exc))
+
+
+@pytest.mark.parametrize("service, driver_calls", [
+    ("cinder", "create_volume + delete_volume"),
+    ("nova", "spawn + destroy"),
+])
+def test_benchmark_runs_one_lifecycle_per_configuration(service,
+                                                        driver_calls):
+    _env(service)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / ("%s_overhead.py" % service))]
+        + TINY, capture_output=True, text=True, timeout=300)
+    out = done.stdout
+    assert done.returncode in (0, 1), out + done.stderr
+    for line in ("off ", "armed ", "triggered ", "osprofiler ", "agent "):
+        assert "\n" + line in out, out
+    assert "triggered traces in the store: 1 of 1; complete (2 wsgi, " \
+        "driver %s, nothing open): 1 of 1 sampled" % driver_calls in out, out
+    assert "osprofiler traces with both wsgi spans: 1 of 1 sampled" in out
+    assert "dropped {}" in out
