@@ -62,6 +62,8 @@ def install(patcher=None):
 
 def _taker(ours, names, patcher):
     def take(module):
+        if patcher not in _installed:
+            return  # uninstalled before osprofiler was imported
         import importlib
         source = importlib.import_module(ours)
         for name in names:
