@@ -11,9 +11,9 @@ adapters declare their own flags too (``stacktrail.adapters``).
 Pure data: nothing here imports an integration or a client library.
 """
 
-import logging
+from stacktrail.common import logtext
 
-LOG = logging.getLogger(__name__)
+LOG = logtext.Logger(__name__)
 NAMESPACE = "stacktrail.flags"
 
 

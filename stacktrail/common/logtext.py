@@ -68,3 +68,16 @@ class Throttle:
                 args = args + (held,)
             logger.log(level, message, *args)
         return ok
+
+
+class Logger:
+    """``logging.getLogger(name)``, with ``logging`` imported at the first
+    line written: the modules ``import stacktrail.profiler`` loads stay
+    clear of its import (a third of ours) in processes that never log."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attr):
+        import logging
+        return getattr(logging.getLogger(self._name), attr)

@@ -6,14 +6,13 @@ malformed, oversized, non-text or deeply nested input reads as "not
 signed" (None).
 """
 
-import base64
-import hashlib
-import hmac
-import json
-import logging
 import math
 
-LOG = logging.getLogger(__name__)
+from stacktrail.common import logtext
+
+# hashlib, hmac, json and base64 are imported where they are used: a
+# process that never validates a trace does not pay for them at import.
+LOG = logtext.Logger(__name__)
 
 MAX_PACKED = 4096
 MAX_KEY = 1024
@@ -128,6 +127,7 @@ def matching_key(candidate, keys):
     if not isinstance(candidate, str) or not candidate or \
             len(candidate) > MAX_KEY:
         return None
+    import hmac
     given = candidate.encode("utf-8", "surrogatepass")
     found = None
     for key in keys or ():
@@ -141,6 +141,8 @@ def matching_key(candidate, keys):
 def digest(data, key):
     if isinstance(data, str):
         data = data.encode()
+    import hashlib
+    import hmac
     # The one-shot C digest: a third of hmac.new()'s cost per request.
     return hmac.digest(key.encode("utf-8", "surrogatepass"), data,
                        hashlib.sha1).hex()
@@ -148,6 +150,8 @@ def digest(data, key):
 
 def pack(data, key):
     """(base64 text, hex HMAC) of a dict, as osprofiler's signed_pack."""
+    import base64
+    import json
     packed = base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
     return packed, digest(packed, key)
 
@@ -166,6 +170,7 @@ def unpack(packed, mac, keys):
     mac = mac.strip().lower()
     if not mac.isascii():
         return None
+    import hmac
     found = None
     for key in keys:
         if isinstance(key, str) and \
@@ -178,6 +183,8 @@ def unpack(packed, mac, keys):
 
 
 def _decode(packed):
+    import base64
+    import json
     try:
         data = json.loads(base64.urlsafe_b64decode(packed.encode()))
     except (ValueError, TypeError, RecursionError, MemoryError):
