@@ -92,12 +92,20 @@ def test_the_key_survives_stages_run_apart_and_a_restack(tmp_path):
     assert stack.key() == key
 
 
+# Random keys the services accept (see common/signing.weakness).
+STRONG = "Qm9vW2xL9mZ4tW7yK3nB6cF1"
+STRONG2 = "Zt5pX8cV2bN7mQ4wE1rT9yU3"
+STRONG3 = "Hd3kR8wQ1zL6vN9pT2mB5xC7"
+
+
 @pytest.mark.parametrize("keys, expected", [
     ("SECRET_KEY", None),
-    ("secret_key,swordfish", "swordfish"),
+    ("secret_key," + STRONG, STRONG),
     ("Secret,SECRET_HMAC_KEY", None),
+    # Weak although not a known default: the services would refuse it.
+    ("swordfish", None),
 ])
-def test_default_looking_keys_are_never_used(tmp_path, keys, expected):
+def test_weak_keys_are_never_used(tmp_path, keys, expected):
     stack = st.Stack(tmp_path, STACKTRAIL_HMAC_KEYS=keys)
     stack.stack()
     key = stack.key()
@@ -105,8 +113,8 @@ def test_default_looking_keys_are_never_used(tmp_path, keys, expected):
         assert key == expected
     else:
         assert re.fullmatch("[0-9a-f]{64}", key)
-    assert "ignoring the default-looking HMAC key" in stack.output
-    refused = {"secret_key", "secret", "secret_hmac_key"}
+    assert "ignoring the weak HMAC key" in stack.output
+    refused = {"secret_key", "secret", "secret_hmac_key", "swordfish"}
     for name in ("nova", "cinder", "zaqar.d", "keystone"):
         used = stack.ini(name)["profiler"]["hmac_keys"].split(",")
         assert not refused & {k.lower() for k in used}, name
@@ -115,31 +123,31 @@ def test_default_looking_keys_are_never_used(tmp_path, keys, expected):
 
 
 def test_osprofiler_settings_are_aliases(tmp_path):
-    stack = st.Stack(tmp_path, OSPROFILER_HMAC_KEYS="swordfish,foxtrot",
+    stack = st.Stack(tmp_path, OSPROFILER_HMAC_KEYS=STRONG + "," + STRONG2,
                      OSPROFILER_COLLECTOR="mongodb",
                      OSPROFILER_CONNECTION_STRING="mongodb://db.example:27017",
                      OSPROFILER_TRACE_SQLALCHEMY="False")
     stack.stack()
-    assert stack.key() == "swordfish,foxtrot"
+    assert stack.key() == STRONG + "," + STRONG2
     assert stack.calls("setup_develop") == [(str(st.ROOT), "mongodb")]
     nova = stack.ini("nova")["profiler"]
-    assert nova["hmac_keys"] == "swordfish,foxtrot"
+    assert nova["hmac_keys"] == STRONG + "," + STRONG2
     assert nova["trace_sqlalchemy"] == "False"
     assert stack.ini("keystone")["profiler"]["connection_string"] == \
         "mongodb://db.example:27017"
     tempest = stack.ini("tempest")
-    assert tempest["stacktrail_tracing"]["hmac_key"] == "swordfish"
+    assert tempest["stacktrail_tracing"]["hmac_key"] == STRONG
     assert tempest["stacktrail_tracing"]["connection_string"] == \
         "mongodb://db.example:27017"
 
     # stacktrail's own names win over osprofiler's.
-    both = st.Stack(tmp_path / "both", OSPROFILER_HMAC_KEYS="swordfish",
-                    STACKTRAIL_HMAC_KEYS="albatross",
+    both = st.Stack(tmp_path / "both", OSPROFILER_HMAC_KEYS=STRONG,
+                    STACKTRAIL_HMAC_KEYS=STRONG3,
                     OSPROFILER_COLLECTOR="mongodb", STACKTRAIL_STORE="file",
                     OSPROFILER_TRACE_SQLALCHEMY="False",
                     STACKTRAIL_TRACE_SQLALCHEMY="True")
     both.stack()
-    assert both.key() == "albatross"
+    assert both.key() == STRONG3
     assert both.calls("setup_develop") == [(str(st.ROOT),)]
     assert both.ini("cinder")["profiler"]["trace_sqlalchemy"] == "True"
 
