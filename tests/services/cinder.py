@@ -75,7 +75,6 @@ CINDER_REQUIREMENTS = [
     "fixtures==4.3.2",
 ]
 TESTS_PACKAGE = "cinder_tests"
-TESTS_DIR = Path(__file__).resolve().parent / TESTS_PACKAGE
 FLAGS_ENV = "CINDER_HARNESS_FLAGS"
 DEFAULT_TIMEOUT = 600.0
 # Cinder's base TestCase turns OS_TEST_TIMEOUT into a per-test
@@ -266,10 +265,7 @@ def run_functional(tests, overlay=None, env_vars=None,
     env = env or cinder_env()
     with tempfile.TemporaryDirectory(prefix="cinder-functional-") as work:
         work = Path(work)
-        (work / "path").mkdir()
-        # Only cinder_tests on the path, never tests/services (cinder.py
-        # here would shadow the cinder package).
-        os.symlink(TESTS_DIR, work / "path" / TESTS_PACKAGE)
+        envs.link_test_packages(work / "path", TESTS_PACKAGE)
         results = work / "results.jsonl"
         log = work / "output.log"
         path = [str(overlay)] if overlay else []

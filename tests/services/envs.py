@@ -118,3 +118,17 @@ def stacktrail_overlay(target, env):
     if code:
         raise EnvUnavailable("installing stacktrail into %s failed" % target)
     return target
+
+
+def link_test_packages(link_dir, package):
+    """Make ``package`` (a folder of tests/services, e.g. ``cinder_tests``)
+    and ``in_service`` (what such packages share) importable in a service's
+    process: linked into ``link_dir``, which goes on its PYTHONPATH.
+    tests/services itself never does: its harness modules (cinder.py,
+    nova.py) would shadow the service's own package."""
+    here = Path(__file__).resolve().parent
+    link_dir = Path(link_dir)
+    link_dir.mkdir(exist_ok=True)
+    for name in (package, "in_service"):
+        (link_dir / name).symlink_to(here / name, target_is_directory=True)
+    return link_dir

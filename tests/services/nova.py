@@ -36,8 +36,6 @@ from pathlib import Path
 
 from tests.services import envs
 
-HERE = Path(__file__).resolve().parent
-NOVA_TESTS = HERE / "nova_tests"
 
 NOVA_REQUIREMENTS = [
     "nova==34.0.0",
@@ -198,9 +196,7 @@ class FunctionalResult:
 
 
 def _pythonpath(overlay, extra_paths, workdir):
-    link_dir = Path(workdir) / "path"
-    link_dir.mkdir()
-    (link_dir / "nova_tests").symlink_to(NOVA_TESTS, target_is_directory=True)
+    link_dir = envs.link_test_packages(Path(workdir) / "path", "nova_tests")
     if overlay is None:
         overlay = []
     elif isinstance(overlay, (str, os.PathLike)):

@@ -65,137 +65,20 @@ Nothing of stacktrail or osprofiler is imported unless signing asks for it,
 so the same test runs with tracing off, armed, triggered or osprofiler's.
 """
 
-import gc
-import importlib
-import json
-import os
 import time
-
-import fixtures
 
 from cinder.tests.functional.api import client
 
 from cinder_tests import volumes
+from in_service import bench
 
-DURATIONS_ENV = "STACKTRAIL_BENCH_DURATIONS"
-ITERATIONS_ENV = "STACKTRAIL_BENCH_ITERATIONS"
-WARMUP_ENV = "STACKTRAIL_BENCH_WARMUP"
-WAIT_ENV = "STACKTRAIL_BENCH_WAIT"
-POLL_ENV = "STACKTRAIL_BENCH_POLL"
-RPC_POLL_ENV = "STACKTRAIL_BENCH_RPC_POLL"
-CONTROL_ENV = "STACKTRAIL_BENCH_CONTROL"
-SIGN_ENV = "STACKTRAIL_BENCH_SIGN"
-KEY_ENV = "STACKTRAIL_BENCH_KEY"
-IDS_ENV = "STACKTRAIL_BENCH_IDS"
-WAIT_TIMEOUT = 60.0
 NOTIFIED_LOOK = 0.002
+WAIT_TIMEOUT = bench.WAIT_TIMEOUT
 
 
-def signer(environ=os.environ):
-    """A function returning (trace id, headers) of a new signed trace, or
-    None when ``STACKTRAIL_BENCH_SIGN`` is unset."""
-    library = environ.get(SIGN_ENV)
-    if not library:
-        return None
-    if library not in ("stacktrail", "osprofiler"):
-        raise ValueError("%s=%r: stacktrail or osprofiler"
-                         % (SIGN_ENV, library))
-    profiler = importlib.import_module(library + ".profiler")
-    web = importlib.import_module(library + ".web")
-    key = environ[KEY_ENV]
-
-    def sign():
-        prof = profiler.init(key)
-        try:
-            return prof.get_base_id(), web.get_trace_id_headers()
-        finally:
-            profiler.clean()   # the client itself records nothing
-    return sign
-
-
-class Turns:
-    """Lifecycles on a coordinator's word, through two FIFOs in
-    ``directory``: this process writes ``ready`` to ``done`` once its
-    services run and its warm-up is over, then reads ``go``: ``run N``
-    asks for N lifecycles (answered with ``done``), ``stop`` (or the end
-    of the file) ends the test.
-
-    The reads are plain blocking reads (eventlet does not patch the
-    built-in ``open``): while it waits for its turn the whole eventlet hub
-    waits, so this process's services do nothing, neither loading the
-    machine while another process is timed nor moving their own
-    left-over work into another's turn (OS threads, such as a trace
-    flusher, still run).
-    """
-
-    def __init__(self, directory):
-        self._done = open(os.path.join(directory, "done"), "w", buffering=1)
-        self._done.write("ready\n")
-        self._go = open(os.path.join(directory, "go"), "r")
-
-    def __iter__(self):
-        while True:
-            words = self._go.readline().split()
-            if not words or words[0] != "run":
-                return
-            yield int(words[1])
-
-    def done(self):
-        self._done.write("done\n")
-
-    def close(self):
-        self._go.close()
-        self._done.close()
-
-
-class GcClock:
-    """Seconds the process spent in the garbage collector, by generation
-    (``gc.callbacks``): tracing allocates, and a collection that lands in a
-    lifecycle is part of what it costs."""
-
-    def __init__(self):
-        self.seconds = [0.0, 0.0, 0.0]
-        self._started = None
-        gc.callbacks.append(self._callback)
-
-    def _callback(self, phase, info):
-        if phase == "start":
-            self._started = time.perf_counter()
-        elif self._started is not None:
-            self.seconds[info["generation"]] += (time.perf_counter()
-                                                 - self._started)
-            self._started = None
-
-    def close(self):
-        gc.callbacks.remove(self._callback)
-
-
-class RpcPollClock:
-    """What oslo.messaging's fake driver sees as ``time``: the same clock,
-    with its listeners' poll pauses cut to ``pause`` seconds."""
-
-    def __init__(self, pause):
-        self.pause = pause
-
-    def time(self):
-        return time.time()
-
-    def sleep(self, seconds):
-        time.sleep(min(seconds, self.pause))   # eventlet's, once patched
-
-
-class LifecycleBenchTest(volumes.VolumeLifecycleTest):
+class LifecycleBenchTest(bench.LifecycleBench, volumes.VolumeLifecycleTest):
     """Run with the test id ``cinder_tests.bench.LifecycleBenchTest.
     test_lifecycles`` (the class also inherits the one-lifecycle test)."""
-
-    def setUp(self):
-        pause = float(os.environ.get(RPC_POLL_ENV, "0.002"))
-        self.useFixture(fixtures.MonkeyPatch(
-            "oslo_messaging._drivers.impl_fake.time", RpcPollClock(pause)))
-        super().setUp()
-        self.gets = 0
-        self.gc_clock = GcClock()
-        self.addCleanup(self.gc_clock.close)
 
     def _notified(self, event_type):
         """Wait until the services have sent ``event_type``."""
@@ -225,11 +108,7 @@ class LifecycleBenchTest(volumes.VolumeLifecycleTest):
 
     def lifecycle(self, headers, interval, notified):
         """One create + delete; the phases' end times from its start."""
-        self.notifier.reset()
-        self.gets = 0
-        cpu0, main0 = time.process_time(), time.thread_time()
-        gc0 = list(self.gc_clock.seconds)
-        t0 = time.perf_counter()
+        start = self.start_timing()
         created = self.api.api_post(
             "/volumes", {"volume": {"size": 1}},
             headers=dict(headers or {}))["volume"]
@@ -246,46 +125,9 @@ class LifecycleBenchTest(volumes.VolumeLifecycleTest):
             self._notified("volume.delete.end")
         self.assertIsNone(self._poll(created["id"], ("deleting",), interval))
         t_gone = time.perf_counter()
-        return {"total": t_gone - t0, "post": t_post - t0,
-                "available": t_available - t0, "delete": t_delete - t0,
-                "gone": t_gone - t0,
-                "cpu": time.process_time() - cpu0,
-                "main_cpu": time.thread_time() - main0,
-                "gets": self.gets,
-                "gc": [b - a for a, b in zip(gc0, self.gc_clock.seconds)]}
+        return self.timings(start, total=t_gone, post=t_post,
+                            available=t_available, delete=t_delete,
+                            gone=t_gone)
 
     def test_lifecycles(self):
-        environ = os.environ
-        iterations = int(environ.get(ITERATIONS_ENV, "10"))
-        warmup = int(environ.get(WARMUP_ENV, "2"))
-        interval = float(environ.get(POLL_ENV, "0.005"))
-        notified = environ.get(WAIT_ENV, "notification") == "notification"
-        sign = signer(environ)
-        durations = open(environ[DURATIONS_ENV], "a")
-        self.addCleanup(durations.close)
-        ids = open(environ[IDS_ENV], "a") if sign else None
-        if ids:
-            self.addCleanup(ids.close)
-
-        def run(counted):
-            base_id, headers = sign() if sign else (None, None)
-            timings = self.lifecycle(headers, interval, notified)
-            if counted:
-                durations.write(json.dumps(timings) + "\n")
-                durations.flush()
-                if ids:
-                    ids.write(base_id + "\n")
-                    ids.flush()
-
-        for _ in range(warmup):
-            run(False)
-        if not environ.get(CONTROL_ENV):
-            for _ in range(iterations):
-                run(True)
-        else:
-            turns = Turns(environ[CONTROL_ENV])
-            self.addCleanup(turns.close)
-            for count in turns:
-                for _ in range(count):
-                    run(True)
-                turns.done()
+        self.run_lifecycles(self.lifecycle)
