@@ -100,6 +100,8 @@ from pathlib import Path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from _procstat import cpu_seconds, machine_busy, pct  # noqa: E402
+from _procstat import flush_redis as _flush  # noqa: E402
 from tests import servers  # noqa: E402
 from tests.agent import harness  # noqa: E402
 from tests.services import envs  # noqa: E402
@@ -111,29 +113,9 @@ TARGETS = {"armed": 1.01, "triggered": 1.05}
 # [profiler] options of the fragment that osprofiler knows too.
 OSPROFILER_OPTIONS = ("enabled", "trace_sqlalchemy", "trace_requests")
 REDIS_DBS = (10, 15)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- measuring -------------------------------------------------------------
-
-def cpu_seconds(pid):
-    """utime + stime of process ``pid`` (all its threads), in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_busy():
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:9]]
-    return sum(values) - values[3] - values[4], sum(values)
-
-
-def pct(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
 
 def fragment(path):
     """``{group: {option: value}}`` of a shipped config fragment, booleans
@@ -461,14 +443,6 @@ def stored(url, trace_ids):
 def wsgi_pair(found):
     names = [m["name"] for m in found]
     return names.count("wsgi-start") == 2 and names.count("wsgi-stop") == 2
-
-
-def _flush(url):
-    import redis
-    with contextlib.suppress(Exception):
-        client = redis.Redis.from_url(url)
-        client.flushdb()
-        client.close()
 
 
 def parse_args(description, rounds, iterations, batch, argv=None):

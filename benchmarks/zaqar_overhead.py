@@ -60,6 +60,8 @@ from pathlib import Path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from _procstat import cpu_seconds, machine_busy, pct  # noqa: E402
+from _procstat import flush_redis as _flush  # noqa: E402
 from tests import servers  # noqa: E402
 from tests.agent import harness  # noqa: E402
 from tests.services import envs  # noqa: E402
@@ -70,28 +72,7 @@ FRAGMENT = Path(ROOT) / "etc" / "zaqar" / "stacktrail.conf"
 CONFIGS = ("off", "armed", "triggered", "osprofiler")
 SIGNED = ("triggered", "osprofiler")
 TARGETS = {"armed": 1.005, "triggered": 1.05}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 EXPECTED = {"POST": 201, "GET": 200}
-
-
-def cpu_seconds(pid):
-    """utime + stime of process ``pid`` (all its threads), in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state): utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_busy():
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:9]]
-    return sum(values) - values[3] - values[4], sum(values)
-
-
-def pct(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def p50_interval(rounds, off_rounds, resamples=1000):
@@ -284,14 +265,6 @@ def main():
     return report(args, targets, elapsed, agent_cpu, status,
                   received_before, complete, points, missing,
                   osp_complete, osp_points, len(sample), crashed, load)
-
-
-def _flush(url):
-    import redis
-    with contextlib.suppress(Exception):
-        client = redis.Redis.from_url(url)
-        client.flushdb()
-        client.close()
 
 
 def report(args, targets, elapsed, agent_cpu, status, received_before,

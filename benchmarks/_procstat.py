@@ -1,0 +1,36 @@
+"""What the service benchmarks read about processes and the machine
+(``/proc``), and the small statistics they share."""
+
+import contextlib
+import os
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """utime + stime of process ``pid`` (all its threads), in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy():
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
+def pct(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def flush_redis(url):
+    """Empty the Redis database of ``url`` (a benchmark's own), quietly."""
+    import redis
+    with contextlib.suppress(Exception):
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
