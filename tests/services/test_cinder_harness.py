@@ -12,31 +12,11 @@ import json
 import subprocess
 import time
 
-import pytest
-
 from tests.services import cinder
-from tests.services import envs
 
 VOLUME_TEST = ("cinder_tests.volumes.VolumeLifecycleTest."
                "test_create_and_delete_volume")
 CHECKS = "cinder_tests.harness_checks.OutcomesTest."
-
-
-@pytest.fixture(scope="module")
-def cinder_env():
-    try:
-        return cinder.cinder_env()
-    except envs.EnvUnavailable as exc:
-        pytest.skip(f"Cinder environment unavailable: {exc}")
-
-
-@pytest.fixture(scope="module")
-def cinder_overlay(cinder_env, tmp_path_factory):
-    target = tmp_path_factory.mktemp("cinder-overlay") / "site"
-    try:
-        return envs.stacktrail_overlay(target, cinder_env)
-    except envs.EnvUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 def _timed(record_property, name, fn):

@@ -10,7 +10,6 @@ tests are (the oslo.config environment selects stacktrail's config source,
 import pytest
 
 from tests.services import cinder
-from tests.services import envs
 from tests.services import tracing
 
 SOURCE = {"OS_DEFAULT__CONFIG_SOURCE": "stacktrail",
@@ -22,17 +21,8 @@ TRACED = "cinder_tests.traced.TracedVolumeTest"
 
 
 @pytest.fixture(scope="module")
-def cinder_env():
-    try:
-        return cinder.cinder_env()
-    except envs.EnvUnavailable as exc:
-        pytest.skip("Cinder environment unavailable: %s" % exc)
-
-
-@pytest.fixture(scope="module")
-def overlay(cinder_env, tmp_path_factory):
-    return envs.stacktrail_overlay(
-        tmp_path_factory.mktemp("cinder-overlay") / "site", cinder_env)
+def overlay(cinder_overlay):
+    return cinder_overlay
 
 
 def profiler_options(store, **changes):

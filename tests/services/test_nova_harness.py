@@ -34,14 +34,6 @@ BOOT_TESTS = [
 MODES = {"eventlet": {}, "threading": nova.THREADING}
 
 
-@pytest.fixture(scope="module")
-def nova_env():
-    try:
-        return nova.nova_env()
-    except envs.EnvUnavailable as exc:
-        pytest.skip("Nova environment unavailable: %s" % exc)
-
-
 def _note(record_property, result, label):
     record_property(label + "_seconds", round(result.duration, 2))
     for test_id, seconds in result.timings().items():

@@ -4,7 +4,6 @@ with db spans of every cell and http calls to placement."""
 
 import pytest
 
-from tests.services import envs
 from tests.services import nova
 from tests.services import tracing
 
@@ -14,17 +13,8 @@ TRACED = "nova_tests.traced.TracedBootTest.test_boot_and_delete"
 
 
 @pytest.fixture(scope="module")
-def nova_env():
-    try:
-        return nova.nova_env()
-    except envs.EnvUnavailable as exc:
-        pytest.skip("Nova environment unavailable: %s" % exc)
-
-
-@pytest.fixture(scope="module")
-def overlay(nova_env, tmp_path_factory):
-    return envs.stacktrail_overlay(
-        tmp_path_factory.mktemp("nova-overlay") / "site", nova_env)
+def overlay(nova_overlay):
+    return nova_overlay
 
 
 @pytest.fixture(scope="module")
