@@ -20,13 +20,19 @@ call from the live settings, so a SIGHUP switches them without a restart.
 Whatever these declarations wrap is marked (``integrations.methods``):
 nothing is traced twice, also when the project calls osprofiler's
 ``trace_cls`` on the same object.
+
+Several services in one process: ``Serves`` marks the endpoints a service
+dispatches to, and ``serving(service, host)`` names the service for the
+traces joined in a block, so each span records the service that ran it.
 """
 
+import contextlib
 import functools
 import importlib
 import logging
 import sys
 
+from stacktrail.common import context
 from stacktrail.common import settings
 from stacktrail.integrations import _base
 from stacktrail.integrations import methods
@@ -155,6 +161,25 @@ class TraceCreated(Declaration):
         name, flag = described
         methods.trace_object(obj, name, flag_gate(flag), self.methods,
                              self.private)
+
+
+@contextlib.contextmanager
+def serving(service, host=None):
+    """Traces started or joined in the block record as ``service`` on
+    ``host``, whatever other services share the process (the last one
+    initialised is the default).  Enter it where the work of one service
+    begins, before its trace is joined: an RPC message dispatched to its
+    manager, a request handed to its application, a task it spawns.
+
+        with toolkit.serving("cinder-volume", "stor-7"):
+            dispatch(message)
+    """
+    put = _base.guard("serving", context.writer_of, service, host)
+    token = context.writer.set(put)
+    try:
+        yield
+    finally:
+        context.writer.reset(token)
 
 
 class Serves(Declaration):

@@ -18,7 +18,10 @@ _CONTAINERS = (dict, list, tuple)
 _quote = _encoder.encode_basestring_ascii
 
 
-def render(report):
+def render(report, show_noise=False):
+    """The whole report.  Every span is in it whatever ``show_noise`` says:
+    transaction statements and pings are flagged (``info["noise"]``) and
+    folded into their neighbours in ``critical_path`` (``folded``)."""
     # Raw payloads may hold what a store handed back (datetimes, bytes):
     # those become text rather than failing the whole report.
     return dumps_deep(report, indent=2, default=str) + "\n"

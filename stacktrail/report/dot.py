@@ -1,6 +1,9 @@
 """The report as a Graphviz digraph: one box per span (its name, what it
 did, duration, where), edges parent to child, the critical path drawn bold
-red and errors filled.
+red and errors filled.  An edge to a span that started after its parent
+had returned (an RPC cast served later) is dashed.  The title gives the
+end-to-end time beside the response time; transaction statements and
+pings are left out unless ``show_noise``.
 
 Node ids are generated (n0, n1, ...); span names and every other string
 only appear inside quoted labels, escaped, so no name can inject DOT.
@@ -44,11 +47,10 @@ def _attrs(info):
     return ", ".join(attrs)
 
 
-def render(report):
+def render(report, show_noise=False):
     text.ensure_analysis(report)
     info = report["info"]
-    title = "trace %s, total %s" % (info.get("base_id") or "?",
-                                    text.fmt_us(info.get("finished_us")))
+    title = "trace %s: %s" % (info.get("base_id") or "?", text.timing(info))
     out = [
         "digraph trace {",
         "  graph [rankdir=LR, fontname=Helvetica, label=%s];"
@@ -56,18 +58,37 @@ def render(report):
         '  node [shape=box, style="rounded,filled", fillcolor=white, '
         "fontname=Helvetica];",
         "  root [label=%s, shape=oval];"
-        % quote("total\n" + text.fmt_us(info.get("finished_us"))),
+        % quote("total\n%s end to end\nresponse %s" % (
+            text.fmt_us(info.get("end_to_end_us", info.get("finished_us"))),
+            text.fmt_us(info.get("response_us")))),
     ]
     ids = {}
     for node, _ in analysis.walk(report):
+        if _left_out(node, show_noise):
+            continue
         name = ids[id(node)] = "n%d" % len(ids)
         out.append("  %s [%s];" % (name, _attrs(node["info"])))
-    edges = [("root", child) for child in report.get("children", [])]
+    edges = [("root", None, child) for child in report.get("children", [])]
     for node, _ in analysis.walk(report):
-        edges.extend((ids[id(node)], child) for child in node["children"])
-    for parent, child in edges:
-        style = (' [color="#c0392b", penwidth=2.5]'
-                 if child["info"].get("critical") else "")
-        out.append("  %s -> %s%s;" % (parent, ids[id(child)], style))
+        if id(node) in ids:
+            edges.extend((ids[id(node)], node, child)
+                         for child in node["children"])
+    for parent, parent_node, child in edges:
+        if id(child) not in ids:
+            continue
+        style = []
+        if child["info"].get("critical"):
+            style.append('color="#c0392b", penwidth=2.5')
+        if parent_node is not None and child["info"]["started_us"] > \
+                parent_node["info"]["finished_us"]:
+            style.append("style=dashed")
+        out.append("  %s -> %s%s;" % (parent, ids[id(child)],
+                                     " [%s]" % ", ".join(style)
+                                     if style else ""))
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _left_out(node, show_noise):
+    return (not show_noise and node["info"].get("noise")
+            and not node["children"])

@@ -12,11 +12,12 @@ import json
 import pathlib
 import re
 
+from stacktrail.report import aggregate
 from stacktrail.report import as_json
 from stacktrail.report import text
 
 ASSETS = pathlib.Path(__file__).with_name("assets")
-_SLOT = re.compile(r"/\*STACKTRAIL_(CSS|JS|DATA)\*/")
+_SLOT = re.compile(r"/\*STACKTRAIL_(CSS|JS|DATA|NOISE)\*/")
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
                  "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _JSON_UNSAFE = re.compile("[<>&\u2028\u2029]")
@@ -45,10 +46,29 @@ def _inline(name):
     return body
 
 
-def render(report):
+def render(report, show_noise=False, other=None):
+    """The page; transaction statements and pings are hidden until asked
+    for (a toolbar button), or shown from the start with ``show_noise``.
+    With ``other`` (a second trace's report) the page also compares the
+    two: what got slower, per service and span kind."""
     text.ensure_analysis(report)
+    data = report
+    if other is not None:
+        # Only the comparison travels, not the other trace's spans.
+        data = dict(report, comparison=aggregate.compare(
+            report, text.ensure_analysis(other)))
     parts = {"CSS": _inline("report.css"), "JS": _inline("report.js"),
-             "DATA": embed_json(report)}
+             "DATA": embed_json(data),
+             "NOISE": "true" if show_noise else "false"}
     # One pass over the template: text inserted for one slot is never
     # scanned for another, whatever the trace contains.
     return _SLOT.sub(lambda m: parts[m.group(1)], _asset("template.html"))
+
+
+def render_analysis(answer):
+    """``stacktrail analyze`` as one offline page: latency histogram,
+    where the critical path went (stacked shares) and, with a baseline,
+    each kind's part in the change (diverging bars)."""
+    parts = {"CSS": _inline("analyze.css"), "JS": _inline("analyze.js"),
+             "DATA": embed_json(answer)}
+    return _SLOT.sub(lambda m: parts[m.group(1)], _asset("analyze.html"))

@@ -1,5 +1,9 @@
 """Critical path and self time on hand-built traces."""
 
+import json
+
+from stacktrail import report as reports
+from stacktrail.cmd import cli
 from stacktrail.report import analysis
 from stacktrail.report import tree
 from tests.report import tracegen as tg
@@ -61,12 +65,18 @@ def test_nested_path_follows_the_deepest_bottleneck():
                                C: 10_000, D: 40_000}
 
 
-def test_child_outliving_its_parent_is_clipped():
-    # Clock skew between hosts: the child seems to end after its parent.
+def test_child_outliving_its_parent_is_followed():
+    # A cast served after the request answered: the operation is done only
+    # when the child is, so the child is not clipped to its parent.
     report = tree.build(tg.spans(("wsgi", ROOT, tg.BASE, 0, 50),
                                  ("rpc", A, ROOT, 10, 60)))
-    assert self_of(report)[ROOT] == 10_000
-    assert path_of(report) == [(ROOT, 50_000), (A, 40_000)]
+    assert self_of(report)[ROOT] == 10_000   # self time stays clipped
+    assert path_of(report) == [(ROOT, 60_000), (A, 50_000)]
+    info = report["info"]
+    assert (info["end_to_end_us"], info["response_us"], info["async_us"]) \
+        == (60_000, 50_000, 10_000)
+    assert tg.by_id(report)[ROOT]["info"]["async_finished_us"] == 60_000
+    assert "async_finished_us" not in tg.by_id(report)[A]["info"]
 
 
 def test_top_self_time_is_sorted_and_limited():
@@ -105,3 +115,71 @@ def test_deep_trace_does_not_recurse():
     report = tree.build(tg.spans(*specs))
     assert len(report["critical_path"]) == depth
     assert report["critical_path"][-1]["depth"] == depth - 1
+
+
+def db(statement):
+    return {"db": {"statement": statement, "system": "sqlite"}}
+
+
+def cast_trace():
+    """The API answers at 50 ms after casting; the cast is served from
+    70 to 200 ms by another service, whose driver call is the slow part.
+    Two BEGINs sit beside the statements they open."""
+    messages = tg.spans(("wsgi", ROOT, tg.BASE, 0, 50),
+                        ("db", "b1", ROOT, 5, 6, db("BEGIN")),
+                        ("db", "s1", ROOT, 6, 10, db("SELECT 2 FROM t")),
+                        ("rpc", A, ROOT, 40, 45))
+    for spec in (("rpc", B, A, 70, 200),
+                 ("db", "b2", B, 75, 76, db("BEGIN")),
+                 ("db", "s2", B, 76, 80, db("UPDATE t SET x=1")),
+                 ("driver", C, B, 90, 190)):
+        messages += tg.span(*spec, service="cinder-volume")
+    return tree.build(messages)
+
+
+def test_critical_path_follows_a_cast_past_the_api_response():
+    report = cast_trace()
+    info = report["info"]
+    assert (info["end_to_end_us"], info["response_us"]) == (200_000, 50_000)
+    path = {e["trace_id"]: e for e in report["critical_path"]}
+    assert [e["trace_id"] for e in report["critical_path"]] == [
+        ROOT, "s1", A, B, "s2", C]
+    # B waited 25 ms in the queue after A (the cast) returned.
+    assert path[B]["queued_us"] == 25_000
+    assert path[B]["service"] == "cinder-volume"
+    assert path[C]["contribution_us"] == 100_000
+    # Every microsecond of the end-to-end time is someone's.
+    assert sum(e["contribution_us"] for e in report["critical_path"]) \
+        + info["untraced_us"] == info["end_to_end_us"]
+
+
+def test_transaction_statements_are_folded_not_ranked():
+    report = cast_trace()
+    nodes = tg.by_id(report)
+    assert nodes["b1"]["info"]["noise"] == "transaction"
+    assert "noise" not in nodes["s1"]["info"]
+    assert not any(e["detail"] == "BEGIN" for e in report["critical_path"])
+    assert not any(e["detail"] == "BEGIN" for e in report["top_self_time"])
+    # Each BEGIN's time goes to the statement it opened.
+    s1 = next(e for e in report["critical_path"] if e["trace_id"] == "s1")
+    assert s1["folded_us"] == 1_000 and s1["contribution_us"] == 5_000
+    assert [f["detail"] for f in s1["folded"]] == ["BEGIN"]
+
+
+def test_renderers_show_end_to_end_beside_response_and_noise_on_request():
+    report = cast_trace()
+    text = reports.render(report, "text")
+    assert "200.000 ms end to end, response 50.000 ms" in text
+    assert "BEGIN" not in text
+    assert "BEGIN" in cli.render_report(report, "text", show_noise=True)
+    dot = cli.render_report(report, "dot")
+    assert "200.000 ms end to end" in dot and "response 50.000 ms" in dot
+    assert "BEGIN" not in dot
+    assert "style=dashed" in dot     # the edge to the cast served later
+    loaded = json.loads(cli.render_report(report, "json"))
+    assert (loaded["info"]["end_to_end_us"],
+            loaded["info"]["response_us"]) == (200_000, 50_000)
+    page = cli.render_report(report, "html")
+    assert 'data-show-noise="false"' in page
+    assert 'data-show-noise="true"' in cli.render_report(report, "html",
+                                                           show_noise=True)

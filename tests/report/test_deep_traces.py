@@ -11,6 +11,7 @@ import pytest
 from stacktrail import report as reports
 from stacktrail.cmd import cli
 from tests.report import tracegen as tg
+from tests.report.browser import NEEDED
 
 DEPTH = 10_000
 
@@ -87,16 +88,11 @@ def test_the_cli_shows_a_deep_trace_and_reads_its_saved_report(
     assert "span%d" % (DEPTH - 1) in again.stdout
 
 
-def test_the_html_page_draws_every_level_in_a_browser(deep_report, tmp_path):
-    from tests.report import test_html_browser as html_browser
-    if html_browser.BROWSER is None:
-        pytest.skip("no chromium found (apt-get install chromium)")
+@NEEDED
+def test_the_html_page_draws_every_level_in_a_browser(deep_report, tmp_path,
+                                                      browser):
     page = tmp_path / "deep.html"
     page.write_text(reports.render(deep_report, "html"))
-    browser = html_browser.Browser(tmp_path / "profile")
-    try:
-        browser.open(page.as_uri())
-        assert browser.js("document.body.dataset.rendered") == str(DEPTH)
-        assert browser.named("Runtime.exceptionThrown") == []
-    finally:
-        browser.close()
+    browser.open(page.as_uri())
+    assert browser.js("document.body.dataset.rendered") == str(DEPTH)
+    assert browser.named("Runtime.exceptionThrown") == []

@@ -1,143 +1,18 @@
-"""The HTML report in real headless Chromium.
+"""The HTML report in real headless Chromium (``tests/report/browser.py``),
+with screenshots saved in each test's directory."""
 
-Driven through the DevTools protocol over ``--remote-debugging-pipe`` (fd 3
-in, fd 4 out, NUL-separated JSON), so no websocket library is needed.  The
-browser runs with a proxy on a dead port: a page that fetched anything
-from the network would show it as a request and fail to get it.
-"""
-
+import base64
 import json
-import os
-import queue
-import shutil
-import subprocess
-import threading
-import time
 
 import pytest
 
 from stacktrail import report as reports
 from stacktrail.report import tree
 from tests.report import tracegen as tg
+from tests.report.browser import NEEDED
 
+pytestmark = NEEDED
 EVIL = "<script>alert(1)</script>"
-BROWSERS = ("chromium", "chromium-browser", "google-chrome",
-            "google-chrome-stable")
-BROWSER = next(filter(None, map(shutil.which, BROWSERS)), None)
-
-pytestmark = pytest.mark.skipif(
-    BROWSER is None, reason="no chromium found (apt-get install chromium)")
-
-
-class Browser:
-    """A headless Chromium and a minimal DevTools protocol client."""
-
-    def __init__(self, profile_dir):
-        to_browser_r, self._to_browser = os.pipe()
-        self._from_browser, from_browser_w = os.pipe()
-        args = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync",
-                "--user-data-dir=%s" % profile_dir,
-                "--proxy-server=http://127.0.0.1:9",
-                "--proxy-bypass-list=<-loopback>",
-                "--remote-debugging-pipe", "about:blank"]
-        # The protocol wants the pipes on fds 3 and 4 exactly; bash (not
-        # dash) can redirect from fds above 9.
-        self.process = subprocess.Popen(
-            ["bash", "-c", 'exec "$0" "$@" 3<&%d 4>&%d'
-             % (to_browser_r, from_browser_w)] + args,
-            pass_fds=(to_browser_r, from_browser_w),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_browser_r)
-        os.close(from_browser_w)
-        self._next_id = 0
-        self._inbox = queue.Queue()
-        self.events = []
-        threading.Thread(target=self._read, daemon=True).start()
-        self.session = None
-
-    def _read(self):
-        pending = b""
-        while True:
-            chunk = os.read(self._from_browser, 65536)
-            if not chunk:
-                self._inbox.put(None)
-                return
-            pending += chunk
-            *messages, pending = pending.split(b"\0")
-            for raw in messages:
-                self._inbox.put(json.loads(raw))
-
-    def _receive(self, deadline):
-        try:
-            message = self._inbox.get(timeout=max(0.01, deadline
-                                                  - time.monotonic()))
-        except queue.Empty:
-            raise TimeoutError("no answer from the browser") from None
-        if message is None:
-            raise RuntimeError("the browser exited")
-        if "method" in message:
-            self.events.append(message)
-        return message
-
-    def call(self, method, timeout=30, **params):
-        self._next_id += 1
-        request = {"id": self._next_id, "method": method, "params": params}
-        if self.session and not method.startswith(("Target.", "Browser.")):
-            request["sessionId"] = self.session
-        os.write(self._to_browser, json.dumps(request).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            message = self._receive(deadline)
-            if message.get("id") == self._next_id:
-                if "error" in message:
-                    raise RuntimeError("%s: %s" % (method, message["error"]))
-                return message.get("result", {})
-
-    def wait_event(self, method, timeout=30):
-        deadline = time.monotonic() + timeout
-        while not any(e["method"] == method for e in self.events):
-            self._receive(deadline)
-
-    def open(self, url):
-        target = self.call("Target.createTarget", url="about:blank")
-        self.session = self.call("Target.attachToTarget", flatten=True,
-                                 targetId=target["targetId"])["sessionId"]
-        for domain in ("Page", "Network", "Runtime"):
-            self.call(domain + ".enable")
-        self.events.clear()
-        self.call("Page.navigate", url=url)
-        self.wait_event("Page.loadEventFired")
-
-    def js(self, expression):
-        result = self.call("Runtime.evaluate", expression=expression,
-                           returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise AssertionError(result["exceptionDetails"])
-        return result["result"].get("value")
-
-    def named(self, method):
-        return [e["params"] for e in self.events if e["method"] == method]
-
-    def close(self):
-        try:
-            self.call("Browser.close", timeout=5)
-        except Exception:
-            pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        os.close(self._to_browser)
-
-
-@pytest.fixture
-def browser(tmp_path):
-    instance = Browser(tmp_path / "profile")
-    yield instance
-    instance.close()
 
 
 def write_report(tmp_path):
@@ -252,3 +127,93 @@ def test_harness_does_see_a_dialog(browser, tmp_path):
     browser.open(page.as_uri())
     browser.wait_event("Page.javascriptDialogOpening", timeout=10)
     browser.call("Page.handleJavaScriptDialog", accept=True)
+
+
+def test_work_after_the_response_and_noise_on_request(browser, tmp_path):
+    from tests.report.test_analysis import cast_trace
+    page = tmp_path / "cast.html"
+    page.write_text(reports.render(cast_trace(), "html"))
+    browser.open(page.as_uri())
+    summary = browser.js("document.getElementById('summary').textContent")
+    assert "200.0" in summary.split("end to end")[0]
+    assert "response 50.0" in summary
+    # The API span shows a tail: the cast's work went on after it returned.
+    assert browser.js("document.querySelectorAll('.row .tail').length") >= 1
+    shown = ("[...document.querySelectorAll('.row')].filter(r => "
+             "!r.hidden && !r.classList.contains('hidden'))"
+             ".map(r => r.querySelector('.detail') ? "
+             "r.querySelector('.detail').textContent : '')")
+    assert "BEGIN" not in browser.js(shown)
+    browser.js("document.getElementById('noise-toggle').click()")
+    assert browser.js(shown).count("BEGIN") == 2
+    # The bottleneck list names the driver call of the other service.
+    first = browser.js("document.querySelector('#bottleneck li')"
+                       ".textContent")
+    assert "driver" in first and "cinder-volume" in first
+    # Red only for the time a span held the operation up: the API span
+    # 35 of its 50 ms (the rest is its statements and the cast), 17.5 % of
+    # the 200 ms end to end.
+    held = browser.js("[...document.querySelectorAll('.row')[0]"
+                      ".querySelectorAll('.held')].reduce((a, e) => a + "
+                      "parseFloat(e.style.width), 0)")
+    assert held == pytest.approx(17.5, abs=0.1)
+    # Every duration label lies inside its lane, also for bars that reach
+    # the right edge.
+    cut = browser.js(
+        "[...document.querySelectorAll('.row')].filter(r => !r.hidden && "
+        "!r.classList.contains('hidden')).filter(r => { "
+        "const lane = r.querySelector('.lane').getBoundingClientRect(), "
+        "d = r.querySelector('.dur').getBoundingClientRect(); "
+        "return d.left < lane.left - 0.5 || d.right > lane.right + 0.5; })"
+        ".map(r => r.querySelector('.name').textContent)")
+    assert cut == []
+    shot = browser.call("Page.captureScreenshot", format="png")
+    (tmp_path / "cast.png").write_bytes(base64.b64decode(shot["data"]))
+
+
+def test_search_service_colours_and_errors(browser, tmp_path):
+    page = write_report(tmp_path)   # nova-api spans, one rpc-call ...
+    browser.open(page.as_uri())
+    rows = "[...document.querySelectorAll('.row')]"
+    visible = ("%s.filter(r => !r.classList.contains('hidden'))"
+               ".map(r => r.querySelector('.name').textContent)" % rows)
+    search = ("(q => { const s = document.getElementById('search'); "
+              "s.value = q; s.dispatchEvent(new Event('input')); })(%s)")
+    # By detail: the statement and its ancestors stay, nothing else.
+    browser.js(search % json.dumps(EVIL.upper()))
+    assert browser.js(visible) == ["wsgi", EVIL, "rpc-call", "db"]
+    assert browser.js("document.getElementById('search-count')"
+                      ".textContent") == "2 of 7 spans"
+    browser.js(search % json.dumps("http"))
+    assert browser.js(visible) == ["wsgi", "rpc-call", "http"]
+    browser.js(search % json.dumps(""))
+    assert len(browser.js(visible)) == 7
+    # By service, in a two-service trace; each service its own colour.
+    page = tmp_path / "cast.html"
+    from tests.report.test_analysis import cast_trace
+    page.write_text(reports.render(cast_trace(), "html"))
+    browser.open(page.as_uri())
+    browser.js(search % json.dumps("cinder-vol"))
+    assert browser.js(visible) == ["wsgi", "rpc", "rpc", "db", "driver"]
+    colour = ("getComputedStyle(%s.find(r => r.querySelector('.name')"
+              ".textContent === %%s).querySelector('.bar'))"
+              ".backgroundColor" % rows)
+    assert browser.js(colour % '"driver"') != browser.js(colour % '"wsgi"')
+    legend = browser.js("[...document.querySelectorAll('#services "
+                        ".service')].map(e => e.textContent)")
+    assert legend == ["nova-api", "cinder-volume"]
+    # An error is filled (not only outlined) and its message comes first
+    # in the detail panel.
+    page = write_report(tmp_path)
+    browser.open(page.as_uri())
+    failed = "%s[6]" % rows
+    assert browser.js("getComputedStyle(%s.querySelector('.bar'))"
+                      ".backgroundImage" % failed).startswith(
+        "repeating-linear-gradient")
+    browser.js("%s.click()" % failed)
+    assert browser.js("document.querySelector('#details .error-message')"
+                      ".textContent") == \
+        "Error: IOError: <img src=x onerror=alert(2)>"
+    assert browser.js("document.querySelectorAll('img').length") == 0
+    shot = browser.call("Page.captureScreenshot", format="png")
+    (tmp_path / "error.png").write_bytes(base64.b64decode(shot["data"]))

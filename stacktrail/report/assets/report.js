@@ -13,7 +13,14 @@
   var rowsById = {};
   var view = { start: 0, end: 1 };
   var selected = null;
+  var showNoise = document.body.getAttribute("data-show-noise") === "true";
   var lanes = document.getElementById("rows");
+  var query = "";
+  var matched = [];       /* the rows the filter found */
+  /* One colour per service, in order of appearance; a legend names them. */
+  var PALETTE = ["#5b8def", "#2ca58d", "#9b59b6", "#e1a100", "#17a2b8", "#7f8c8d",
+                 "#8e6c3a", "#d35d9c", "#3d5a80", "#6a9f2a"];
+  var serviceColour = {};
 
   function num(value, fallback) {
     return typeof value === "number" && isFinite(value) ? value : fallback;
@@ -45,7 +52,7 @@
     return parts.join("@");
   }
 
-  var total = Math.max(1, endUs(info));
+  var total = Math.max(1, endUs(info), num(info.end_to_end_us, 0));
   view.end = total;
 
   /* Flatten the tree without recursion (traces can be thousands deep). */
@@ -71,9 +78,21 @@
     }
   }
 
+  function colourOf(service) {
+    var key = service === undefined || service === null ? "" : String(service);
+    if (!(key in serviceColour)) {
+      serviceColour[key] = PALETTE[Object.keys(serviceColour).length % PALETTE.length];
+    }
+    return serviceColour[key];
+  }
+
   function makeRow(row) {
     var i = row.info;
     var line = el("div", "row");
+    if (i.error) { line.classList.add("error"); }
+    row.text = [i.name, detail(i), i.service, i.host].map(function (v) {
+      return v === undefined || v === null ? "" : String(v).toLowerCase();
+    }).join("\n");
     line.setAttribute("role", "treeitem");
     var label = el("div", "label");
     label.style.paddingLeft = (row.depth * 14) + "px";
@@ -89,8 +108,21 @@
     row.bar = el("div", "bar");
     if (i.critical) { row.bar.classList.add("critical"); }
     if (i.error) { row.bar.classList.add("error"); }
+    row.bar.style.setProperty("--service", colourOf(i.service));
     if (i.open) { row.bar.classList.add("open"); }
     row.dur = el("span", "dur", fmt(endUs(i) - startUs(i)) + (i.error ? " !" : ""));
+    if (num(i.async_finished_us, 0) > endUs(i)) {
+      /* What it started and did not wait for (a cast served later). */
+      row.tail = el("div", "tail");
+      row.tail.title = "work it started went on until " + fmt(i.async_finished_us);
+      lane.appendChild(row.tail);
+    }
+    if (i.noise) { line.classList.add("noise"); }
+    if (row.parent && startUs(i) > endUs(row.parent.info)) {
+      line.classList.add("async");
+      label.title += " \u2014 started " + fmt(startUs(i) - endUs(row.parent.info)) +
+        " after its parent returned";
+    }
     lane.appendChild(row.bar);
     lane.appendChild(row.dur);
     line.appendChild(label);
@@ -110,7 +142,51 @@
     var width = Math.max(0, (endUs(i) - startUs(i)) / span * 100);
     row.bar.style.left = left + "%";
     row.bar.style.width = width + "%";
-    row.dur.style.left = Math.min(Math.max(left + width, 0), 92) + "%";
+    /* The duration follows the bar; near the right edge it goes before
+       the bar, or inside it when the bar is wide: never cut off. */
+    var end = Math.max(left + width, 0);
+    var side = end < 75 ? "after" : (left > 25 ? "before" : "inside");
+    row.dur.className = "dur " + side;
+    row.dur.style.left = (side === "after" ? end : side === "before" ? Math.max(left, 0)
+                          : Math.min(end, 100)) + "%";
+    placeCritical(row, span);
+    if (row.tail) {
+      var tailEnd = (num(i.async_finished_us, 0) - view.start) / span * 100;
+      row.tail.style.left = (left + width) + "%";
+      row.tail.style.width = Math.max(0, tailEnd - left - width) + "%";
+    }
+  }
+
+  /* Red only where the span itself held the operation up: its window on
+     the critical path less the windows of its children on the path. */
+  function placeCritical(row, span) {
+    var i = row.info;
+    if (!i.critical) { return; }
+    /* A report saved without the windows: the whole span, as it ran. */
+    function from(x) { return num(x.critical_from_us, startUs(x)); }
+    function to(x) { return num(x.critical_to_us, endUs(x)); }
+    var pieces = [[from(i), to(i)]];
+    row.kids.forEach(function (kid) {
+      var k = kid.info;
+      if (!k.critical) { return; }
+      var next = [];
+      pieces.forEach(function (p) {
+        var lo = from(k), hi = to(k);
+        if (hi <= p[0] || lo >= p[1]) { next.push(p); return; }
+        if (lo > p[0]) { next.push([p[0], lo]); }
+        if (hi < p[1]) { next.push([hi, p[1]]); }
+      });
+      pieces = next;
+    });
+    if (!row.segments) { row.segments = []; }
+    row.segments.forEach(function (s) { s.remove(); });
+    row.segments = pieces.filter(function (p) { return p[1] > p[0]; }).map(function (p) {
+      var seg = el("div", "held");
+      seg.style.left = ((p[0] - view.start) / span * 100) + "%";
+      seg.style.width = ((p[1] - p[0]) / span * 100) + "%";
+      row.bar.parentNode.insertBefore(seg, row.dur);
+      return seg;
+    });
   }
 
   function layout() {
@@ -123,21 +199,33 @@
   function drawAxis() {
     var axis = document.getElementById("axis");
     axis.replaceChildren();
-    var ticks = 6;
+    /* As many ticks as fit, about 90 px each: labels never overlap. */
+    var ticks = Math.max(1, Math.min(6, Math.floor(axis.clientWidth / 90)));
     for (var t = 0; t < ticks; t++) {
       var us = view.start + (view.end - view.start) * t / ticks;
       var tick = el("span", "tick", fmt(us));
       tick.style.left = (t / ticks * 100) + "%";
       axis.appendChild(tick);
     }
+    var response = num(info.response_us, null);
+    if (response !== null && response < total) {
+      var mark = el("span", "response-mark", "response " + fmt(response));
+      mark.id = "response-mark";
+      var at = (response - view.start) / (view.end - view.start) * 100;
+      mark.style.left = at + "%";
+      if (at > 70) { mark.classList.add("flip"); }  /* its text left of the mark */
+      if (response >= view.start && response <= view.end) { axis.appendChild(mark); }
+    }
   }
 
   /* Hide every row under a collapsed row; one linear pass. */
   function refreshVisibility() {
     var hideUntil = -1;
+    var kept = matching();
     for (var i = 0; i < rows.length; i++) {
       var row = rows[i];
-      row.hidden = i < hideUntil;
+      row.hidden = i < hideUntil || (!showNoise && !!row.info.noise && !row.kids.length) ||
+        (kept !== null && !kept[i]);
       row.el.classList.toggle("hidden", row.hidden);
       if (!row.hidden && row.collapsed) { hideUntil = i + row.size; }
       if (row.kids.length) {
@@ -146,6 +234,23 @@
       }
     }
     layout();
+  }
+
+  /* With a filter: the rows that match and their ancestors (null: all). */
+  function matching() {
+    var count = document.getElementById("search-count");
+    matched.forEach(function (row) { row.el.classList.remove("match"); });
+    matched = [];
+    if (!query) { count.textContent = ""; return null; }
+    var kept = [];
+    rows.forEach(function (row) {
+      if (row.text.indexOf(query) < 0) { return; }
+      matched.push(row);
+      row.el.classList.add("match");
+      for (var r = row; r && !kept[r.index]; r = r.parent) { kept[r.index] = true; }
+    });
+    count.textContent = matched.length + " of " + rows.length + " spans";
+    return kept;
   }
 
   function toggle(row) {
@@ -192,6 +297,10 @@
     var details = document.getElementById("details");
     details.replaceChildren();
     details.appendChild(el("h3", "", row.info.name));
+    if (row.info.error) {
+      details.appendChild(el("p", "error-message", "Error: " +
+        (row.info.error_message === undefined ? "(no message recorded)" : valueText(row.info.error_message))));
+    }
     if (detail(row.info)) { details.appendChild(el("p", "detail", detail(row.info))); }
     var table = el("table");
     var raw = [];
@@ -232,16 +341,88 @@
     });
   }
 
+  function legend() {
+    var box = document.getElementById("services");
+    Object.keys(serviceColour).forEach(function (name) {
+      var item = el("span", "service");
+      var swatch = el("span", "swatch");
+      swatch.style.background = serviceColour[name];
+      item.appendChild(swatch);
+      item.appendChild(document.createTextNode(name || "(no service)"));
+      box.appendChild(item);
+    });
+  }
+
   function header() {
     var title = "Trace " + (info.base_id || "?");
     document.title = "stacktrail: " + title;
     document.getElementById("title").textContent = title;
-    var parts = ["total " + fmt(total), (info.span_count || rows.length) + " spans"];
+    var parts = [fmt(total) + " end to end"];
+    if (typeof info.response_us === "number") {
+      parts.push("response " + fmt(info.response_us) +
+                 (info.async_us ? " (+" + fmt(info.async_us) + " asynchronous)" : ""));
+    }
+    parts.push((info.span_count || rows.length) + " spans");
     if (info.error_count) { parts.push(info.error_count + " with errors"); }
     if (info.open_count) { parts.push(info.open_count + " open"); }
     if (info.started_at) { parts.push("started " + info.started_at + " UTC"); }
     if (info.services && info.services.length) { parts.push("services: " + info.services.join(", ")); }
     document.getElementById("summary").textContent = parts.join(" \u00b7 ");
+  }
+
+  function signed(us) { return (us > 0 ? "+" : us < 0 ? "\u2212" : "\u00b1") + fmt(Math.abs(us)); }
+
+  /* The second trace of `trace show ID --compare OTHER`: per service and
+     per service and kind, the time in each trace, what got slower most
+     first (the order the report gives). */
+  function comparison(c) {
+    if (!c || !c.trace || !c.other) { return; }
+    var box = document.getElementById("compare");
+    box.hidden = false;
+    var mine = num(c.trace.end_to_end_us, 0), theirs = num(c.other.end_to_end_us, 0);
+    document.getElementById("compare-title").textContent =
+      "Compared with trace " + (c.other.base_id || "?");
+    document.getElementById("compare-summary").textContent =
+      "End to end: this trace " + fmt(mine) + ", the other " + fmt(theirs) + " (" +
+      signed(mine - theirs) + (theirs > 0 ? ", " + (100 * (mine - theirs) / theirs).toFixed(1) + "%" : "") +
+      ")" + (c.other.started_at ? "; the other started " + c.other.started_at + " UTC" : "") +
+      ". Held up: the time a service or kind alone kept the operation from finishing " +
+      "(these add up to end to end).";
+    fillCompared("compare-services", c.services, ["service"]);
+    fillCompared("compare-kinds", c.kinds, ["service", "kind"]);
+  }
+
+  var COMPARED = [["held up: this", "the time its spans alone kept the operation from finishing (critical path)"],
+                  ["other"], ["change"],
+                  ["self time: this", "the time in its spans, not in a traced child"],
+                  ["other"], ["change"]];
+
+  function fillCompared(id, entries, fields) {
+    var head = el("tr");
+    fields.forEach(function (field) { head.appendChild(el("th", "", field)); });
+    COMPARED.forEach(function (column) {
+      var th = el("th", "num", column[0]);
+      if (column[1]) { th.title = column[1]; }
+      head.appendChild(th);
+    });
+    document.querySelector("#" + id + " thead").appendChild(head);
+    var body = document.querySelector("#" + id + " tbody");
+    (entries || []).forEach(function (k) {
+      var change = num(k.held_change_us, 0);
+      var tr = el("tr", change > 0 ? "slower" : change < 0 ? "faster" : "");
+      fields.forEach(function (field) {
+        var td = el("td", "name", field === "service" && !k.service ? "(no service)" : k[field]);
+        td.title = td.textContent;
+        tr.appendChild(td);
+      });
+      ["held_us", "other_held_us", "held_change_us",
+       "self_us", "other_self_us", "self_change_us"].forEach(function (key, at) {
+        var us = num(k[key], 0);
+        /* The held-up change, which orders the rows, is coloured. */
+        tr.appendChild(el("td", at === 2 ? "num change" : "num", at % 3 === 2 ? signed(us) : fmt(us)));
+      });
+      body.appendChild(tr);
+    });
   }
 
   function wire() {
@@ -252,6 +433,25 @@
     document.getElementById("zoom-reset").addEventListener("click", resetZoom);
     document.getElementById("expand-all").addEventListener("click", function () { setAll(false); });
     document.getElementById("collapse-all").addEventListener("click", function () { setAll(true); });
+    var search = document.getElementById("search");
+    search.addEventListener("input", function () {
+      query = search.value.trim().toLowerCase();
+      refreshVisibility();
+    });
+    var noiseButton = document.getElementById("noise-toggle");
+    var noiseCount = rows.filter(function (r) { return r.info.noise && !r.kids.length; }).length;
+    if (noiseCount) {
+      noiseButton.hidden = false;
+      var label = function () {
+        noiseButton.textContent = (showNoise ? "Hide" : "Show") + " transaction statements (" + noiseCount + ")";
+      };
+      label();
+      noiseButton.addEventListener("click", function () {
+        showNoise = !showNoise;
+        label();
+        refreshVisibility();
+      });
+    }
     /* Ctrl/Cmd + wheel zooms around the pointer; plain wheel scrolls. */
     lanes.addEventListener("wheel", function (event) {
       if (!event.ctrlKey && !event.metaKey) { return; }
@@ -276,15 +476,30 @@
     fragment.appendChild(makeRow(row));
   });
   lanes.appendChild(fragment);
+  legend();
   if (!rows.length) { lanes.appendChild(el("p", "hint", "This trace has no spans.")); }
+  function held(e) { return num(e.contribution_us, num(e.critical_us, 0)); }
+  function heldText(e) {
+    return fmt(held(e)) + " held up" +
+      (num(e.queued_us, 0) > 0 ? " (" + fmt(e.queued_us) + " queued)" : "") +
+      ((e.folded || []).length ? " (" + e.folded.length + " statement" +
+        (e.folded.length === 1 ? "" : "s") + " folded in)" : "");
+  }
+  fillList("bottleneck", (data.critical_path || []).slice().sort(function (a, b) {
+    return held(b) - held(a);
+  }).slice(0, 5).filter(function (e) { return held(e) > 0; }), function (e) {
+    return named(e) + " \u2014 " + heldText(e) + " (" + (100 * held(e) / total).toFixed(1) + "%)" +
+      (where(e) ? " [" + where(e) + "]" : "") + (e.error ? " !" : "");
+  });
   fillList("critical", data.critical_path, function (e) {
-    return named(e) + " \u2014 " + fmt(num(e.critical_us, 0)) + " on the path" + (e.error ? " !" : "");
+    return named(e) + " \u2014 " + heldText(e) + (e.error ? " !" : "");
   });
   fillList("selftime", (data.top_self_time || []).filter(function (e) { return e.self_us > 0; }),
     function (e) {
       return named(e) + " \u2014 " + fmt(e.self_us) + " self (" + (100 * num(e.share, 0)).toFixed(1) + "%)" +
         (where(e) ? " [" + where(e) + "]" : "") + (e.error ? " !" : "");
     });
+  comparison(data.comparison);
   wire();
   refreshVisibility();
   document.body.setAttribute("data-rendered", String(rows.length));
