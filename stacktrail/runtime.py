@@ -28,6 +28,7 @@ from stacktrail import integrations
 from stacktrail import notifier
 from stacktrail import opts
 from stacktrail import otel
+from stacktrail import policy_client
 from stacktrail import web
 from stacktrail.common import flags
 from stacktrail.common import context
@@ -125,6 +126,8 @@ def _apply(state):
         web.disable()
     integrations.apply(_installed(state, live))
     otel.apply(live.enabled and conf.profiler.otel_bridge)
+    # the node agent's sampling policy, on top of the [profiler] values
+    policy_client.follow(conf.profiler.connection_string, state.target)
 
 
 def _installed(state, live):
@@ -186,3 +189,4 @@ def reset():
     with _lock:
         _activations.clear()
         _latest = None
+        policy_client.stop()

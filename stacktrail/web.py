@@ -185,8 +185,9 @@ class WsgiMiddleware:
         def header(name):
             return environ.get("HTTP_" + name.upper().replace("-", "_"))
         try:
-            if propagation.start_from_headers(header, keys,
-                                              participate=True) is None:
+            if propagation.start_from_headers(
+                    header, keys, participate=True, operation="wsgi",
+                    path=environ.get("PATH_INFO")) is None:
                 return None
         except Exception:
             LOG.debug("stacktrail: trace headers ignored", exc_info=True)

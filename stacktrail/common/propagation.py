@@ -268,10 +268,25 @@ def signed_token(base_id, parent_id, key, ttl=None):
 
 # --- decisions ---------------------------------------------------------------
 
-def start_from_headers(get_header, keys=None, participate=False):
+def head_rate(live, operation=None, path=None):
+    """(share of such requests to trace, whether the cap applies): the
+    live rate, refined by the central policy's always-keep rules and
+    operation rates when the caller names the request."""
+    policy = live.policy
+    if policy is None or (operation is None and path is None):
+        return live.sampling_rate, True
+    if policy.always_keeps(path, operation):
+        return 1.0, False
+    return policy.rates["operation"].get(operation, live.sampling_rate), True
+
+
+def start_from_headers(get_header, keys=None, participate=False,
+                       operation=None, path=None):
     """Start a trace for an incoming request if one of the three ways says
     so; ``get_header(name)`` reads a request header.  Returns the profiler
-    or None.  Bad headers only mean "not traced".
+    or None.  Bad headers only mean "not traced".  ``operation`` (the span
+    the request opens: ``wsgi``, ``rpc``) and ``path`` let a central
+    sampling policy's rules choose the sampling rate (``head_rate``).
 
     Not traced, the caller's W3C context (``traceparent``) is kept in
     ``untraced`` for outgoing calls; with ``participate`` (the WSGI filter)
@@ -299,16 +314,16 @@ def start_from_headers(get_header, keys=None, participate=False):
     else:
         signed = None
     if signed is None:
+        rate, capped = head_rate(live, operation, path)
         parent = parse_traceparent_fields(raw_parent) \
-            if raw_parent and (live.trust_traceparent or
-                               live.sampling_rate > 0) else None
+            if raw_parent and (live.trust_traceparent or rate > 0) else None
         if parent is not None and parent[2] & SAMPLED and \
                 live.trust_traceparent:
             if live.sampled_limiter.allow():
                 return _init(live.signing_key, parent[0], parent[1],
                              parent[2] & RANDOM, get_header(TRACESTATE))
-        elif sampling.sampled(live.sampling_rate) and \
-                live.sampled_limiter.allow():
+        elif sampling.sampled(rate) and \
+                (not capped or live.sampled_limiter.allow()):
             if parent is not None:
                 return _init(live.signing_key, parent[0], parent[1],
                              parent[2] & RANDOM, get_header(TRACESTATE))

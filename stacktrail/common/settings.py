@@ -16,6 +16,10 @@ class Settings:
     signing_key = None
     propagation = ("osprofiler", "w3c")
     sampling_rate = 0.0
+    # The central sampling policy (common.policy.Policy) the node's agent
+    # serves, when there is one: its operation rates and always-keep rules
+    # refine sampling_rate per request (propagation.head_rate).
+    policy = None
     trust_traceparent = False
     show_sql_parameters = False
     rpc_signed_trace_info = False

@@ -141,7 +141,7 @@ def extract(ctxt):
     if TRACEPARENT in ctxt:
         return propagation.start_from_headers(
             lambda name: ctxt.get(name) if name in (TRACEPARENT, TRACESTATE)
-            else None) is not None
+            else None, operation="rpc") is not None
     return False
 
 
