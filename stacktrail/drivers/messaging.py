@@ -119,7 +119,7 @@ class MessagingDriver(base.Driver):
 
     def __init__(self, connection_str, project=None, service=None, host=None,
                  conf=None, context=None, transport=None, transport_url=None,
-                 topic=None, timeout=5.0, **kwargs):
+                 topic=None, timeout=None, **kwargs):
         super().__init__(connection_str, project=project, service=service,
                          host=host, conf=conf, **kwargs)
         self._om = _oslo_messaging()
@@ -135,7 +135,9 @@ class MessagingDriver(base.Driver):
         self.context = context if context is not None else {}
         retention = self.option("retention")
         self.retention = float(retention) if retention else None
-        self.timeout = float(timeout)
+        # Each AMQP connect, read and write of a scan: the ``timeout``
+        # keyword, else ``store_timeout`` (the CLI's --timeout).
+        self.timeout = float(timeout) if timeout else self.store_timeout
         self._given_transport = transport
         self._transport = transport
         self._notifiers = {}
@@ -225,6 +227,10 @@ class MessagingDriver(base.Driver):
                 errors[message["base_id"]] = message["timestamp"]
         return [{"base_id": b, "timestamp": t}
                 for b, t in sorted(errors.items(), key=lambda i: i[1])]
+
+    def trace_summaries(self, since_us=None, until_us=None):
+        # One scan of the queue, not one per trace.
+        return base.summarize_all(self._scan(), since_us, until_us)
 
     def _scan(self):
         """Every profiler event in the queue, unique, the queue kept."""

@@ -21,6 +21,7 @@ a content error, which ``base.deliver`` answers by cleaning the batch.
 import contextlib
 import datetime
 
+from stacktrail.common import clock
 from stacktrail.common import ids
 from stacktrail.common import logtext
 from stacktrail.drivers import base
@@ -201,6 +202,30 @@ class MongoDBDriver(base.Driver):
                 target = target.setdefault(parent, {})
             target[leaf] = value
         return trace
+
+    def trace_summaries(self, since_us=None, until_us=None):
+        """One aggregation (each trace's first point, last time, services
+        and span ids) and the error markers."""
+        pipeline = [{"$sort": {"timestamp": 1}}, {"$group": {
+            "_id": "$base_id", "first": {"$first": "$timestamp"},
+            "name": {"$first": "$name"}, "last": {"$max": "$timestamp"},
+            "services": {"$addToSet": "$service"},
+            "spans": {"$addToSet": "$trace_id"}}}]
+        window = {}
+        if since_us is not None:
+            window["$gte"] = clock.format_timestamp(since_us * 1000)
+        if until_us is not None:
+            window["$lt"] = clock.format_timestamp(until_us * 1000)
+        if window:
+            pipeline.append({"$match": {"first": window}})
+        with self._errors("list traces"):
+            rows = list(self._ready().profiler.aggregate(pipeline))
+        errors = {t["base_id"] for t in self.list_error_traces()}
+        return [base.summary(
+            row["_id"], row.get("name"), base.timestamp_us(row["first"]),
+            base.timestamp_us(row["last"]), row.get("services") or (),
+            len(row.get("spans") or ()), row["_id"] in errors)
+            for row in rows]
 
     def list_error_traces(self):
         with self._errors("list error traces"):

@@ -15,7 +15,8 @@ is exported under ``stacktrail.``, secrets left out.
 
 Options come from keyword arguments or the ``[profiler_otlp]`` group of
 the conf handed in: ``service_name_prefix``, ``headers`` ("k=v,k2=v2"),
-``ca_file``, ``insecure`` (skip TLS verification), ``timeout`` (seconds),
+``ca_file``, ``insecure`` (skip TLS verification), ``timeout`` (seconds
+one connect or read may take; default ``[profiler] store_timeout``),
 ``span_timeout`` (seconds a start waits for its stop) and ``max_open``.
 Keyword arguments may also be spelled ``otlp_<option>``.
 
@@ -38,6 +39,7 @@ from stacktrail.drivers import base
 
 LOG = logging.getLogger(__name__)
 
+# The read side (``base.WriteOnly``): traces live in the OpenTelemetry backend.
 READ_ONLY = ("otlp is write-only: read traces in your OpenTelemetry backend "
              "(Jaeger, Tempo, ...)")
 DEFAULT_PORT = 4318
@@ -78,8 +80,10 @@ def _ssl_context(ca_file, insecure):
     return context
 
 
-class OTLPDriver(base.Driver):
+class OTLPDriver(base.WriteOnly, base.Driver):
     """Pairs trace points into spans and posts them to a collector."""
+
+    WHERE_TO_READ = READ_ONLY
 
     def __init__(self, connection_str, project=None, service=None, host=None,
                  conf=None, **kwargs):
@@ -108,7 +112,7 @@ class OTLPDriver(base.Driver):
                                keywords=("otlp_" + name,))
 
         self.headers = parse_headers(opt("headers", ""))
-        self.timeout = float(opt("timeout", 5.0))
+        self.timeout = float(opt("timeout", self.store_timeout))
         self.prefix = opt("service_name_prefix", "")
         self.span_timeout = float(opt("span_timeout", 300.0))
         self.max_open = int(opt("max_open", 10000))
@@ -233,7 +237,9 @@ class OTLPDriver(base.Driver):
         return attrs
 
     def _post(self, body):
-        """One POST; any failure becomes a one-line DriverError."""
+        """One POST within ``timeout`` as a whole (a collector that sends
+        its reply a byte at a time would outlast any per-read timeout: the
+        watchdog shuts the socket down); a failure is one line."""
         host, port = self.address
         if self.secure:
             conn = http.client.HTTPSConnection(
@@ -242,15 +248,21 @@ class OTLPDriver(base.Driver):
             conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
         headers = dict(self.headers)
         headers["Content-Type"] = "application/x-protobuf"
+        token = base.WATCHDOG.watch(self.timeout, lambda: _cut(conn))
         try:
             conn.request("POST", self.path, body=body, headers=headers)
             response = conn.getresponse()
             reply = response.read()
         except (OSError, http.client.HTTPException) as exc:
+            if base.WATCHDOG.done(token):
+                raise base.StoreTimeout(
+                    "otlp export to %s timed out: not done within %.1f s"
+                    % (self.endpoint, self.timeout)) from None
             raise base.DriverError("otlp export to %s failed: %s"
                                    % (self.endpoint, exc or type(exc).__name__)
                                    ) from None
         finally:
+            base.WATCHDOG.done(token)
             conn.close()
         if not 200 <= response.status < 300:
             raise base.DriverError("otlp export to %s failed: HTTP %d %s"
@@ -270,19 +282,12 @@ class OTLPDriver(base.Driver):
                         self.endpoint, rejected,
                         answer.partial_success.error_message)
 
-    # read side: traces live in the OpenTelemetry backend
 
-    def get_messages(self, base_id):
-        raise base.DriverError(READ_ONLY)
-
-    def get_report(self, base_id):
-        raise base.DriverError(READ_ONLY)
-
-    def list_traces(self, fields=None):
-        raise base.DriverError(READ_ONLY)
-
-    def list_error_traces(self):
-        raise base.DriverError(READ_ONLY)
+def _cut(conn):
+    """The watchdog's doing: unblock a request that outlived its time."""
+    sock = conn.sock
+    if sock is not None:
+        base.shutdown_socket(sock.fileno())
 
 
 def _version():

@@ -24,8 +24,10 @@ those characters replaced, and counts the points it changed.
 
 import contextlib
 import datetime
+import importlib.util
 import json
 import math
+import os
 import threading
 import time
 import weakref
@@ -37,6 +39,12 @@ TABLE = "stacktrail_points"
 TEXT_LEN = 255
 EPOCH = datetime.datetime(1970, 1, 1)
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+ONE_US = datetime.timedelta(microseconds=1)
+# SQLAlchemy driver name -> (its module, what to pip install for it).
+DBAPIS = {"psycopg": ("psycopg", "'stacktrail[postgresql]'"),
+          "pymysql": ("pymysql", "'stacktrail[mysql]'"),
+          "psycopg2": ("psycopg2", "psycopg2-binary"),
+          "mysqldb": ("MySQLdb", "mysqlclient")}
 
 
 def _import_sqlalchemy():
@@ -72,17 +80,38 @@ def make_table(sa, metadata):
     )
 
 
+def parse_url(sa, text):
+    """The SQLAlchemy URL; plain ``mysql://`` means PyMySQL (what
+    ``stacktrail[mysql]`` installs) unless mysqlclient is there."""
+    url = sa.engine.make_url(text)
+    if url.drivername == "mysql" and \
+            importlib.util.find_spec("MySQLdb") is None:
+        url = url.set(drivername="mysql+pymysql")
+    return url
+
+
+def missing_driver(url):
+    """One line naming what to install for the URL's client library."""
+    backend, dbapi = url.get_backend_name(), url.get_driver_name()
+    module, install = DBAPIS.get(dbapi, (dbapi, dbapi))
+    return "the %s store needs %s: pip install %s" % (backend, module,
+                                                      install)
+
+
+def _us(when):
+    return (when - EPOCH) // ONE_US
+
+
+def _when(us):
+    return EPOCH + datetime.timedelta(microseconds=us)
+
+
 def _clip(value):
     """Column copies are clipped; the message keeps the full text."""
     if value is None:
         return None
     text = value if isinstance(value, str) else str(value)
     return text[:TEXT_LEN]
-
-
-def _is_error(message):
-    info = message.get("info")
-    return isinstance(info, dict) and info.get("etype") is not None
 
 
 class SQLDriver(base.Driver):
@@ -105,7 +134,7 @@ class SQLDriver(base.Driver):
         sa = self.sa
         timeout = self.store_timeout
         try:
-            url = sa.engine.make_url(self.connection_str)
+            url = parse_url(sa, self.connection_str)
             options = {"pool_pre_ping": True, "hide_parameters": True,
                        "pool_timeout": timeout}
             backend = url.get_backend_name()
@@ -124,8 +153,10 @@ class SQLDriver(base.Driver):
                 options["connect_args"] = self._timeouts(url, timeout)
             # No connection here: a service starts while its store is down.
             engine = sa.create_engine(url, **options)
+        except ImportError:  # create_engine's import of the client library
+            raise base.DriverError(missing_driver(url)) from None
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError,
-                ImportError, ValueError) as exc:
+                ValueError) as exc:
             raise base.DriverError("bad SQL connection string %s: %s" % (
                 logtext.mask_passwords(self.connection_str), logtext.one_line(exc, with_type=False))) from None
         self.where = engine.url.render_as_string(hide_password=True)
@@ -162,7 +193,8 @@ class SQLDriver(base.Driver):
             if "connect_timeout" not in query:
                 # libpq takes whole seconds, at least 2.
                 args["connect_timeout"] = max(2, int(math.ceil(timeout)))
-        elif backend in ("mysql", "mariadb") and dbapi == "pymysql":
+        elif backend in ("mysql", "mariadb") and dbapi in ("pymysql",
+                                                           "mysqldb"):
             for name in ("connect_timeout", "read_timeout", "write_timeout"):
                 if name not in query:
                     args[name] = max(1, int(math.ceil(timeout)))
@@ -279,7 +311,7 @@ class SQLDriver(base.Driver):
                 "project": _clip(message.get("project")),
                 "service": _clip(message.get("service")),
                 "host": _clip(host),
-                "is_error": _is_error(message),
+                "is_error": base.is_error_message(message),
                 "message": base.to_json(message)}
 
     def _insert(self, rows):
@@ -301,9 +333,18 @@ class SQLDriver(base.Driver):
     # read side
 
     def _readable(self):
-        """False when nothing was ever written (no table: nothing to read)."""
+        """False when nothing was ever written (no table: nothing to read).
+
+        A SQLite file that does not exist is refused rather than opened,
+        which would create it: a mistyped path is not an empty store.
+        """
         if self._schema_ready:
             return True
+        path = self.engine.url.database
+        if self._backend == "sqlite" and not self.engine.url.query.get(
+                "uri") and not os.path.exists(path):
+            raise base.DriverError("no SQLite trace database at %s"
+                                   % os.path.abspath(path))
         self._schema_ready = self.sa.inspect(self.engine).has_table(TABLE)
         return self._schema_ready
 
@@ -344,15 +385,65 @@ class SQLDriver(base.Driver):
 
     def _first_messages(self):
         """base_id -> the message of each trace's earliest point."""
+        return {base_id: json.loads(message) for base_id, message
+                in self._earliest(self.table.c.message)}
+
+    def _earliest(self, column, where=None):
+        """(base_id, ``column`` of its earliest point) of each trace."""
         sa, t = self.sa, self.table
-        earliest = (sa.select(t.c.base_id,
-                              sa.func.min(t.c.timestamp).label("first"))
-                    .group_by(t.c.base_id).subquery())
-        query = sa.select(t.c.base_id, t.c.message).join(
+        earliest = sa.select(t.c.base_id,
+                             sa.func.min(t.c.timestamp).label("first"))
+        if where is not None:
+            earliest = earliest.where(where)
+        earliest = earliest.group_by(t.c.base_id).subquery()
+        query = sa.select(t.c.base_id, column).join(
             earliest, sa.and_(t.c.base_id == earliest.c.base_id,
                               t.c.timestamp == earliest.c.first))
-        return {row.base_id: json.loads(row.message)
-                for row in self._rows(query)}
+        return self._rows(query)
+
+    def trace_summaries(self, since_us=None, until_us=None):
+        """Two grouped queries: per trace and service its first and last
+        time, span count and errors; the name of each trace's first
+        point."""
+        sa, t = self.sa, self.table
+        chosen = self._started_in(since_us, until_us)
+        per_service = sa.select(
+            t.c.base_id, t.c.service,
+            sa.func.min(t.c.timestamp).label("first"),
+            sa.func.max(t.c.timestamp).label("last"),
+            sa.func.count(sa.distinct(t.c.trace_id)).label("spans"),
+            sa.func.max(sa.cast(t.c.is_error, sa.Integer)).label("error"))
+        if chosen is not None:
+            per_service = per_service.where(chosen)
+        traces = {}
+        for row in self._rows(per_service.group_by(t.c.base_id,
+                                                   t.c.service)):
+            trace = traces.setdefault(row.base_id, {
+                "first": row.first, "last": row.last, "services": set(),
+                "spans": 0, "error": False})
+            trace["first"] = min(trace["first"], row.first)
+            trace["last"] = max(trace["last"], row.last)
+            trace["services"].add(row.service)
+            trace["spans"] += row.spans
+            trace["error"] = trace["error"] or bool(row.error)
+        names = dict(self._earliest(t.c.name, chosen))
+        return [base.summary(base_id, names.get(base_id), _us(v["first"]),
+                             _us(v["last"]), v["services"], v["spans"],
+                             v["error"]) for base_id, v in traces.items()]
+
+    def _started_in(self, since_us, until_us):
+        """A condition on base_id: the trace began in the window (None
+        when the window is open at both ends)."""
+        if since_us is None and until_us is None:
+            return None
+        sa, t = self.sa, self.table
+        first = sa.func.min(t.c.timestamp)
+        started = sa.select(t.c.base_id).group_by(t.c.base_id)
+        if since_us is not None:
+            started = started.having(first >= _when(since_us))
+        if until_us is not None:
+            started = started.having(first < _when(until_us))
+        return t.c.base_id.in_(started.scalar_subquery())
 
     def list_error_traces(self):
         return [{"base_id": base_id, "timestamp": first.strftime(TS_FORMAT)}
