@@ -55,6 +55,12 @@ def prometheus(snapshot):
                                       _number(value)))
 
     backends = snapshot["backends"]
+    metric("backend_info", "gauge",
+           "A configured backend: its connection string, passwords "
+           "masked.",
+           [({"backend": b["name"],
+              "connection_string": b["connection_string"]}, 1)
+            for b in backends])
     metric("received_total", "counter", "Trace points accepted.",
            [({}, snapshot["received"])])
     metric("dropped_total", "counter",
@@ -127,6 +133,8 @@ class _SmallServer:
         self._paused_until = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=name)
+
+    def start(self):
         self._thread.start()
 
     # subclasses: the reply to a request (``None`` for a server that
@@ -236,8 +244,23 @@ class _SmallServer:
 
     def close(self):
         self._stop.set()
-        self._thread.join(2.0)
+        if self._thread.ident is not None:
+            self._thread.join(2.0)
         self._sock.close()
+
+
+def metrics_address(listen):
+    """The ``metrics_listen`` address; ValueError unless loopback
+    HOST:PORT."""
+    url = listen if "://" in listen else "tcp://" + listen
+    try:
+        address = protocol.parse_listen(url)
+    except ValueError as exc:
+        raise ValueError("metrics_listen %s: %s" % (listen, exc)) from None
+    if address.kind != "tcp":
+        raise ValueError("metrics_listen must be HOST:PORT on loopback, "
+                         "not %s" % listen)
+    return address
 
 
 class MetricsServer(_SmallServer):
@@ -247,10 +270,7 @@ class MetricsServer(_SmallServer):
     wants_request = True
 
     def __init__(self, listen, snapshot):
-        url = listen if "://" in listen else "tcp://" + listen
-        address = protocol.parse_listen(url)
-        if address.kind != "tcp":
-            raise ValueError("metrics_listen must be HOST:PORT on loopback")
+        address = metrics_address(listen)
         self.snapshot = snapshot
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -295,11 +315,12 @@ def _http(code, kind, body, head=False):
 
 
 class StatusSocket(_SmallServer):
-    """status.sock: connect, read one JSON document."""
+    """status.sock: connect, read one JSON document.  Mode 0600, or 0660
+    owned by group ``gid`` (``[agent] socket_group``)."""
 
     refused_reason = "status_busy"
 
-    def __init__(self, path, snapshot):
+    def __init__(self, path, snapshot, gid=None):
         self.path = path
         self.snapshot = snapshot
         try:
@@ -315,8 +336,13 @@ class StatusSocket(_SmallServer):
         try:
             sock.bind(path)
             sock.listen(64)
+            if gid is not None:
+                os.chown(path, -1, gid)
+                os.chmod(path, 0o660)
         except BaseException:
             sock.close()
+            if os.path.lexists(path):
+                os.unlink(path)
             raise
         finally:
             os.umask(old)

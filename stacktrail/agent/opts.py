@@ -54,13 +54,16 @@ AGENT_OPTS = [
                help="Optional loopback HOST:PORT serving Prometheus text "
                     "on /metrics and JSON on /status."),
     cfg.StrOpt("socket_group", default="",
-               help="Group owning the Unix listen socket (e.g. the group "
-                    "the OpenStack services run as)."),
-    cfg.StrOpt("socket_mode", default="0600",
-               help="Octal file mode of the Unix listen socket; 0660 with "
-                    "socket_group lets the services of that group send. "
-                    "A mode that lets every local user write is accepted "
-                    "with a warning."),
+               help="Group whose members (the users the OpenStack services "
+                    "run as) may use the agent: it owns the Unix listen "
+                    "socket and status.sock (both mode 0660), and spool_dir "
+                    "becomes 0750 with this group so that `stacktrail agent "
+                    "status` works for them. Empty: the agent's own user "
+                    "only."),
+    cfg.StrOpt("socket_mode", default="",
+               help="Octal file mode of the Unix listen socket. Empty: "
+                    "0660 with socket_group, else 0600. A mode that lets "
+                    "every local user write is accepted with a warning."),
     cfg.IntOpt("max_connections", default=1024, min=1,
                help="Service connections held at once; never more than the "
                     "descriptor limit leaves room for (the agent raises its "
@@ -88,6 +91,41 @@ AGENT_OPTS = [
                     "spool_dir (points a backend refused for their "
                     "content); past it such points are dropped and counted "
                     "(poison_dropped)."),
+    # sampling policy (stacktrail.agent.policy)
+    cfg.StrOpt("sampling_policy_file", default="",
+               help="A JSON sampling policy the agent re-reads every "
+                    "second and serves to the services of its node on "
+                    "<listen socket>.policy (change it with `stacktrail "
+                    "sampling set`). Empty: services use their [profiler] "
+                    "sampling options."),
+    cfg.StrOpt("sampling_policy_store", default="",
+               help="A redis:// URL holding the sampling policy (key "
+                    "stacktrail:sampling_policy) for every agent that "
+                    "points at it; instead of sampling_policy_file."),
+    # tail sampling (stacktrail.agent.tail)
+    cfg.BoolOpt("tail_sampling", default=False,
+                help="Hold each trace until it ends and write only those "
+                     "worth keeping: an error, a span slower than the "
+                     "policy's slow_ms, an always_keep rule, or the "
+                     "policy's rate. Services then record every request "
+                     "(rate 1)."),
+    cfg.FloatOpt("tail_timeout", default=5.0, min=0.1,
+                 help="Seconds a trace is held at most before it is "
+                      "decided; longer requests are decided on what "
+                      "arrived so far."),
+    cfg.FloatOpt("tail_settle", default=1.0, min=0.0,
+                 help="Seconds to wait after a trace's root span ended, "
+                      "for other nodes' agents to say they keep it."),
+    cfg.IntOpt("tail_max_traces", default=100000, min=1,
+               help="Traces held at once; past it the oldest are decided "
+                    "early."),
+    cfg.IntOpt("tail_max_points", default=2000000, min=1,
+               help="Points held at once; past it the oldest traces are "
+                    "decided early."),
+    cfg.StrOpt("tail_decision_store", default="",
+               help="redis:// URL where agents share which traces they "
+                    "keep, so a trace is kept whole on every node. "
+                    "Default: the first redis:// connection_string."),
 ]
 
 
@@ -113,12 +151,34 @@ def make_conf(argv=None, cli=True, config_files=None):
     return conf
 
 
-def socket_mode(text):
+def socket_mode(text, group=""):
+    if not text:
+        return 0o660 if group else 0o600
     try:
         return int(text, 8)
     except ValueError:
         raise ValueError("socket_mode must be octal like 0600, got %r"
                          % text) from None
+
+
+def socket_gid(name):
+    """The gid of ``socket_group`` (None when unset); ValueError if no such
+    group exists."""
+    if not name:
+        return None
+    import grp
+    try:
+        gid = grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ValueError("socket_group %r: no such group (create it: "
+                         "groupadd --system %s)" % (name, name)) from None
+    # Only root may give a file to a group it is not in.
+    if os.geteuid() != 0 and gid != os.getegid() \
+            and gid not in os.getgroups():
+        raise ValueError("socket_group %r: the agent's user is not in it "
+                         "(usermod -aG %s USER, or run the agent with "
+                         "Group=%s)" % (name, name, name))
+    return gid
 
 
 def status_socket_path(spool_dir):

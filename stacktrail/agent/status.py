@@ -64,6 +64,9 @@ def run(args):
     except Exception as exc:
         result = {"status": "down", "error": "%s: %s"
                   % (type(exc).__name__, exc)}
+        if isinstance(exc, PermissionError):
+            result["error"] += (" (only the agent's user and the members "
+                                "of its [agent] socket_group may ask)")
         code = 1
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
