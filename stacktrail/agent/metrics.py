@@ -242,11 +242,19 @@ class _SmallServer:
             pass
         conn.close()
 
+    # the Unix socket file a server removes when it closes (None: TCP)
+    path = None
+
     def close(self):
         self._stop.set()
         if self._thread.ident is not None:
             self._thread.join(2.0)
         self._sock.close()
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
 
 def metrics_address(listen):
@@ -350,10 +358,3 @@ class StatusSocket(_SmallServer):
 
     def reply(self, request):
         return (json.dumps(self.snapshot(), indent=2) + "\n").encode()
-
-    def close(self):
-        super().close()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass

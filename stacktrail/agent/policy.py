@@ -200,13 +200,6 @@ class PolicySocket(metrics._SmallServer):
         policy = self.current()
         return policy.dumps().encode() if policy is not None else b""
 
-    def close(self):
-        super().close()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-
 
 class Serving:
     """What the agent holds for the policy: the watcher and the socket."""
