@@ -176,7 +176,10 @@ def bind(address, mode=0o600, group=""):
             sock.listen(128)
         sock.setblocking(False)
     except BaseException:
+        bound = address.kind == "unix" and sock.getsockname()
         sock.close()
+        if bound:   # ours, half set up (chown/chmod failed): no leftover
+            os.unlink(address.target)
         raise
     return sock
 
@@ -245,6 +248,7 @@ class Listener:
         self.dropped = {}
         self.refused = {}
         self.frames = 0
+        self.hellos = 0            # services that asked for the wire version
         self.buffered = 0          # bytes of partial frames, all connections
         self._conns = collections.OrderedDict()   # fd -> _Conn, LRU first
         self._partial = {}         # fd -> _Conn holding a partial frame
@@ -385,14 +389,15 @@ class Listener:
         busy = False
         for _ in range(256):  # bounded, so a flood cannot starve shutdown
             try:
-                data = self._sock.recv(65536)
+                data, sender = self._sock.recvfrom(65536)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 break
             busy = True
             try:
-                self._handle(protocol.split_datagram(data, self.max_frame))
+                self._handle(protocol.split_datagram(data, self.max_frame),
+                             self._sock, sender)
             except protocol.ProtocolError as exc:
                 self._drop(exc.reason)
         return busy
@@ -432,7 +437,7 @@ class Listener:
             self._partial.pop(fd, None)
         for payload in payloads:
             try:
-                self._handle(payload)
+                self._handle(payload, state.sock)
             except Exception as exc:  # one frame's failure is its own
                 self._drop("internal_error")
                 if self._throttle.ready("internal_error")[0]:
@@ -454,7 +459,10 @@ class Listener:
             "(max_buffered_bytes): closed the connections that waited "
             "longest", self.limits.max_buffered_bytes)
 
-    def _handle(self, payload):
+    def _handle(self, payload, sock=None, sender=None):
+        if payload == protocol.HELLO_PAYLOAD:
+            self._answer_hello(sock, sender)
+            return
         try:
             decoded, n_points = protocol.decode_payload(payload)
         except protocol.ProtocolError as exc:
@@ -462,6 +470,21 @@ class Listener:
             return
         self.frames += 1
         self.on_frame(payload, decoded, n_points)
+
+    def _answer_hello(self, sock, sender):
+        """A service asks which wire versions we read (see ``protocol``):
+        answer at once, never blocking; a sender that does not read its
+        answer simply gets version 1 from itself."""
+        self.hellos += 1
+        if sock is None:
+            return
+        try:
+            if sender is not None:
+                sock.sendto(protocol.HELLO_REPLY, sender)
+            else:
+                sock.send(protocol.HELLO_REPLY)
+        except OSError:
+            pass
 
     def _housekeeping(self):
         now = time.monotonic()
@@ -571,6 +594,10 @@ class Listener:
             self._reserve = None
 
     def stop(self, timeout=5.0):
-        """Stop accepting; frames already queued in the kernel are read."""
+        """Stop accepting; frames already queued in the kernel are read.
+        Never started (the agent refused to start): just close."""
         self._stop.set()
+        if self._thread.ident is None:
+            self._close_all()
+            return
         self._thread.join(timeout)

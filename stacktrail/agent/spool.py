@@ -10,10 +10,11 @@ has accepted.  Layout of ``spool_dir``::
     lock                                flock: one agent per spool
 
 A record is ``length, crc32, received_ms, n_points`` (20 bytes) and the
-frame's JSON payload.  Offsets are byte positions in the log as a whole,
-so they only grow.  A backend's offset moves only after its driver
-returned from the write (the store acknowledged); a segment is deleted
-only when every backend's offset is past its end.
+frame's payload as it came (either wire version, see ``protocol``).
+Offsets are byte positions in the log as a whole, so they only grow.  A
+backend's offset moves only after its driver returned from the write (the
+store acknowledged); a segment is deleted only when every backend's offset
+is past its end.
 
 Durability (fsync policy): each record is written with one ``write()``, so
 it is in the page cache and survives an agent crash or SIGKILL at once.
@@ -93,17 +94,24 @@ def _plausible(data, pos):
     return end, n_points
 
 
+# The first byte of a payload: "[" (wire version 1, JSON) or 0x02 (wire
+# version 2, see ``protocol``).
+_PAYLOAD_START = re.compile(rb"[\[\x02]")
+
+
 def _next_record(data, pos):
     """The offset of the first whole record after ``pos``, or None.
 
-    Payloads are JSON lists, so a record starts 20 bytes before a "[".
+    A payload begins with "[" (version 1) or the byte 0x02 (version 2), so
+    a record starts 20 bytes before one of those.
     """
-    find = data.find
+    search = _PAYLOAD_START.search
     at = pos + 1 + RECORD.size
     while True:
-        at = find(b"[", at)
-        if at < 0:
+        found = search(data, at)
+        if found is None:
             return None
+        at = found.start()
         start = at - RECORD.size
         if _plausible(data, start) is not None:
             return start

@@ -36,6 +36,7 @@ import threading
 import time
 
 from stacktrail.agent import protocol
+from stacktrail.common import ids
 from stacktrail.common import logtext
 from stacktrail.common import points
 from stacktrail.drivers import base
@@ -43,11 +44,15 @@ from stacktrail.drivers import base
 LOG = logging.getLogger(__name__)
 
 LIVE_RECORDS = 2048
+# Points decoded records may hold in a writer's live queue; past it the
+# oldest are forgotten there (they stay in the spool and are read back
+# when their turn comes), so memory is bounded whatever the input rate.
+LIVE_POINTS = 100_000
 MAX_ORIGINS = 256
 RETRY_MIN = 0.25
 DEAD_LETTER_BYTES = 16 << 20
 # What a record that is not a valid frame decodes to: no points to write.
-_NOTHING = (None, None, None, ())
+_NOTHING = protocol.EMPTY
 
 
 def backend_key(connection_string):
@@ -58,11 +63,35 @@ def backend_key(connection_string):
 
 def _leading_run(records):
     """The first records of ``records`` that share one origin."""
-    origin = records[0].decoded[:3]
+    origin = records[0].decoded.origin
     end = 1
-    while end < len(records) and records[end].decoded[:3] == origin:
+    while end < len(records) and records[end].decoded.origin == origin:
         end += 1
     return records[:end]
+
+
+def _run_batch(run):
+    """The raw points of a run of records, in order: one ``points.Batch``
+    (formatted from its columns) when every record is version 2."""
+    batches = [record.decoded.points() for record in run]
+    if all(b.__class__ is points.Batch for b in batches):
+        return points.Batch.concat(batches)
+    return [p for batch in batches for p in batch]
+
+
+def _point_for_letter(point):
+    """A refused point as the dead-letter file shows it: ids the service
+    sent as integers (version 2 carries them as UUID text) are integers
+    again."""
+    if point is None:
+        return None
+    point = list(point)
+    for slot in (2, 3, 4):
+        if len(point) > slot:
+            number = ids.canonical_int(point[slot])
+            if number is not None:
+                point[slot] = number
+    return point
 
 
 class Writer:
@@ -81,7 +110,10 @@ class Writer:
         self.retry_max = retry_max
         self.make_driver = make_driver
         self.acked = spool.load_ack(self.key)
-        self.live = collections.deque(maxlen=LIVE_RECORDS)
+        self.live = collections.deque()
+        self.live_points = max(LIVE_POINTS, 4 * batch_size)
+        self._live_points = 0
+        self._live_lock = threading.Lock()
         self.held = []          # records read but not yet acknowledged
         self.written = 0
         self.writes = 0         # store calls: written / writes = batch size
@@ -114,9 +146,27 @@ class Writer:
     # --- listener side ---------------------------------------------------
 
     def offer(self, record):
-        self.live.append(record)
+        live = self.live
+        with self._live_lock:
+            live.append(record)
+            self._live_points += record.n_points
+            while self._live_points > self.live_points and len(live) > 1:
+                self._live_points -= live.popleft().n_points
         if not self._wake.is_set():
             self._wake.set()
+
+    def _live_take(self, expected):
+        """The live record that begins at ``expected`` (older ones are
+        discarded), or None."""
+        live = self.live
+        with self._live_lock:
+            while live and live[0].end <= expected:
+                self._live_points -= live.popleft().n_points
+            if live and live[0].start == expected:
+                record = live.popleft()
+                self._live_points -= record.n_points
+                return record
+        return None
 
     # --- status ----------------------------------------------------------
 
@@ -126,9 +176,9 @@ class Writer:
         if self.held:
             oldest = self.held[0].received_ms
         elif self.acked < self.spool.head:
-            live = self.live
-            oldest = live[0].received_ms if live else None
-            if oldest is None:
+            try:
+                oldest = self.live[0].received_ms
+            except IndexError:
                 return 0.0
         else:
             return 0.0
@@ -188,12 +238,9 @@ class Writer:
         """Top up ``held`` with the next records; False when none."""
         expected = self.held[-1].end if self.held else self.acked
         count = sum(r.n_points for r in self.held)
-        live = self.live
         while count < self.batch_size:
-            while live and live[0].end <= expected:
-                live.popleft()
-            if live and live[0].start == expected:
-                record = live.popleft()
+            record = self._live_take(expected)
+            if record is not None:
                 if self.state != "ok":
                     self.spooled += record.n_points
             elif expected < self.spool.head:
@@ -243,8 +290,8 @@ class Writer:
         origin = None
         while self.held:
             run, skip = self._next_run()
-            origin = tuple(run[0].decoded[:3])
-            batch = [p for record in run for p in record.decoded[3]]
+            origin = run[0].decoded.origin
+            batch = _run_batch(run)
             try:
                 if len(batch) > skip:
                     outcome = base.deliver(self._driver_for(origin),
@@ -286,7 +333,7 @@ class Writer:
             lines.append(json.dumps(
                 {"time": round(now, 3), "backend": self.name,
                  "reason": reason, "origin": list(origin),
-                 "point": list(point) if point is not None else None},
+                 "point": _point_for_letter(point)},
                 default=repr))
         if self.spool.dead_letter(self.key, lines, self.dead_letter_max):
             self.dead_lettered += len(rejected)

@@ -36,6 +36,7 @@ import collections
 import itertools
 import json
 import logging
+import operator
 import os
 import sys
 import threading
@@ -61,6 +62,7 @@ REMIND_EVERY = 60.0
 DEFAULT_STATUS_INTERVAL = 60.0
 
 _SINKS = weakref.WeakSet()
+_call = operator.call
 
 
 def real_threading():
@@ -96,13 +98,19 @@ class BufferedSink(sink.Sink):
         self.interval = interval
         self.status_interval = status_interval
         self.status_dir = status_dir or None
+        # One deque for the sink's life (a forked child empties it), so
+        # that ``put``, taken once by the notifier, always holds it.
+        self._buffer = collections.deque()
+        self._fast_below = 0
+        self.put = self._make_put()
         self._reset()
         _SINKS.add(self)
 
     def _reset(self):
         """Fresh state: at creation, and in a forked child."""
         real = real_threading()
-        self._buffer = collections.deque()
+        self._buffer.clear()
+        self._fast_below = 0     # no flusher yet: the first put starts it
         self._wake = real.Event()
         self._flush_lock = real.Lock()   # one writer at a time
         self._start_lock = real.Lock()   # one flusher thread per process
@@ -187,7 +195,29 @@ class BufferedSink(sink.Sink):
 
     # request path
 
+    def _make_put(self):
+        """The request path's door, a closure: one length check and one
+        append while the buffer holds less than a batch and a flusher runs
+        (``_fast_below``); everything else (the first point, a full batch
+        to announce, a full buffer) takes ``_put_slowly``."""
+        buffer = self._buffer
+        append = buffer.append
+        slowly = self._put_slowly
+
+        def put(point):
+            if len(buffer) < self._fast_below:
+                append(point)
+            else:
+                slowly(point)
+
+        put.__doc__ = BufferedSink.put.__doc__
+        return put
+
     def put(self, point):
+        """Enqueue a raw point; never blocks, never raises."""
+        self._put_slowly(point)
+
+    def _put_slowly(self, point):
         buffer = self._buffer
         if len(buffer) >= self._limit:
             self._count_drop()
@@ -199,6 +229,12 @@ class BufferedSink(sink.Sink):
         # interval.  is_set() keeps the common case free of Event.set calls.
         if len(buffer) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
+
+    def _set_limit(self, limit):
+        """Points the buffer may hold (``max_points`` less held ones)."""
+        self._limit = limit
+        if self._thread is not None:
+            self._fast_below = max(0, min(limit, self.batch_size - 1))
 
     def __call__(self, info, context=None):
         """osprofiler's notifier door: a formatted message dict."""
@@ -223,7 +259,8 @@ class BufferedSink(sink.Sink):
             try:
                 thread.start()
             except RuntimeError:  # interpreter shutting down: flush at exit
-                pass
+                return
+            self._set_limit(self._limit)
 
     # flusher thread
 
@@ -262,16 +299,15 @@ class BufferedSink(sink.Sink):
         if self._held:
             batch, self._held = self._held[:self.batch_size], \
                 self._held[self.batch_size:]
-            self._limit = self.max_points - len(self._held)
+            self._set_limit(self.max_points - len(self._held))
             return batch
-        batch = []
-        popleft = self._buffer.popleft
-        try:
-            for _ in range(self.batch_size):
-                batch.append(popleft())
-        except IndexError:
-            pass
-        self._taken += len(batch)
+        # Only the flusher (holding ``_flush_lock``) takes from the deque
+        # and puts only add, so ``count`` points are there: popped in one
+        # C-level pass.
+        count = min(len(self._buffer), self.batch_size)
+        batch = list(map(_call, itertools.repeat(self._buffer.popleft,
+                                                 count)))
+        self._taken += count
         return batch
 
     def _write(self, batch, hold=False):
@@ -338,7 +374,7 @@ class BufferedSink(sink.Sink):
             # handed over before the failure
             self.written += len(batch) - len(keep) - unencodable
             self._held = keep + self._held
-            self._limit = self.max_points - len(self._held)
+            self._set_limit(self.max_points - len(self._held))
             lost = ()
         self._drop(_reason(exc), len(lost))
         self._backoff = min(max(self._backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
@@ -483,6 +519,7 @@ class BufferedSink(sink.Sink):
     def _stop_flusher(self, wait):
         with self._start_lock:
             thread, self._thread = self._thread, None
+            self._fast_below = 0
             self._generation += 1
         self._wake.set()
         if thread is not None and thread.is_alive() \

@@ -49,3 +49,49 @@ def from_message(message):
     return (name, phase, message["base_id"], message["parent_id"],
             message["trace_id"], clock.parse_timestamp(message["timestamp"]),
             message.get("info") or {})
+
+
+class Batch(list):
+    """Raw points decoded from a version 2 wire frame, with their columns.
+
+    A list of raw point tuples like any batch (every consumer can iterate,
+    slice or clean it), whose ids are the UUID text of the integers the
+    service sent (``ids.to_uuid`` and ``ids.to_int`` treat both alike).
+    ``columns`` holds the same points as parallel sequences, so that the
+    stores format a whole batch with C-level passes instead of a Python
+    loop per point:
+
+        names, phases (bytes), bases, parents, traces (UUID text),
+        times (ns), infos (dict or None)
+
+    A slice or a cleaned copy is a plain list: it takes the general path.
+    """
+
+    __slots__ = ("columns",)
+
+    @classmethod
+    def from_columns(cls, names, phases, bases, parents, traces, times,
+                     infos):
+        batch = cls(zip(names, phases, bases, parents, traces, times, infos))
+        batch.columns = (names, phases, bases, parents, traces, times, infos)
+        return batch
+
+    @classmethod
+    def concat(cls, batches):
+        """One batch of several (their columns joined); a plain list when
+        one of them has no columns."""
+        if len(batches) == 1:
+            return batches[0]
+        if not all(type(b) is cls for b in batches):
+            return [p for b in batches for p in b]
+        batch = cls()
+        for part in batches:
+            batch.extend(part)
+        columns = [list(c) for c in batches[0].columns]
+        columns[1] = bytearray(batches[0].columns[1])
+        for part in batches[1:]:
+            for mine, theirs in zip(columns, part.columns):
+                mine.extend(theirs)
+        columns[1] = bytes(columns[1])
+        batch.columns = tuple(columns)
+        return batch

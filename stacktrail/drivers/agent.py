@@ -7,9 +7,16 @@
 
 The request thread never sees this module: it only appends the raw point to
 the BufferedSink (``make_sink``).  The sink's flusher thread calls
-``write_points`` with a batch; this driver encodes it compactly (ints and
-nanoseconds, project/service/host once per frame, see
-``stacktrail.agent.protocol``) and sends it with a short timeout.
+``write_points`` with a batch; this driver encodes it in the binary,
+columnar wire format (version 2: ids and nanoseconds as integers, names
+and labels once per frame, infos encoded once per batch, see
+``stacktrail.agent.protocol``) and sends it with a short timeout.  All
+formatting (UUID text, timestamps, osprofiler messages) is the agent's.
+
+Each new connection begins with the hello: an agent that reads version 2
+says so and gets version 2; an older agent says nothing and gets version 1
+(``wire_version`` tells which), so services and agent can be upgraded in
+either order.
 
 When the agent is down, restarting or too slow, the connection is closed
 and retried later with a growing, jittered pause, and ``write_points``
@@ -53,6 +60,8 @@ SEND_BUFFER = 4 << 20
 SEND_TIMEOUT = 0.25
 RETRY_MIN = 0.05
 RETRY_MAX = 1.0
+# Longest wait for the agent's answer to the hello; no answer: version 1.
+HELLO_TIMEOUT = 0.25
 
 
 class AgentUnavailable(OSError):
@@ -98,11 +107,17 @@ class AgentDriver(base.Driver):
             raise base.DriverError(str(exc)) from None
         self.max_frame = (protocol.MAX_DATAGRAM if self.address.kind == "udp"
                           else protocol.MAX_FRAME)
+        wire = str(options.get("wire", "auto")).lower()
+        if wire not in ("auto", "1", "2"):
+            raise base.DriverError("agent:// wire must be auto, 1 or 2, got "
+                                   "%r" % wire)
+        self.wire = wire
         self._lock = threading.Lock()
         self._reset()
 
     def _reset(self):
         self._sock = None
+        self.wire_version = None   # agreed on each connection
         self._pid = os.getpid()
         self._retry_at = 0.0
         self._pause = 0.0
@@ -131,13 +146,19 @@ class AgentDriver(base.Driver):
     def write_points(self, batch):
         if os.getpid() != self._pid:
             self.after_fork()
-        frames, lost = protocol.encode_batch(
-            batch, self.project, self.service, self.host, self.max_frame,
-            parts=True)
-        self._drop("unencodable", lost)
         with self._lock:
+            sock = self._connect()
+            if sock is None:
+                # Nothing encoded, nothing sent: all of it is kept.
+                raise AgentUnavailable(
+                    errno.ECONNREFUSED, "stacktrail agent at %s unavailable"
+                    % self.address, self._unsent([(None, 0, batch)], 0))
+            frames, lost = protocol.encode_batch(
+                batch, self.project, self.service, self.host,
+                self.max_frame, parts=True, version=self.wire_version)
+            self._drop("unencodable", lost)
             try:
-                self._send_frames(frames)
+                self._send_frames(sock, frames)
             except AgentUnavailable as exc:
                 exc.lost = lost   # neither sent nor to be retried
                 raise
@@ -147,8 +168,7 @@ class AgentDriver(base.Driver):
             raise base.Rejected("%d trace point(s) could not be encoded"
                                 % lost, [(None, "unencodable")] * lost)
 
-    def _send_frames(self, frames):
-        sock = self._connect()
+    def _send_frames(self, sock, frames):
         for index, (data, count, _) in enumerate(frames):
             if sock is None:
                 raise AgentUnavailable(
@@ -190,12 +210,40 @@ class AgentDriver(base.Driver):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
                                 SEND_BUFFER)
             sock.connect(self.address.target)
+            self.wire_version = self._hello(sock)
         except OSError:
             sock.close()
             self._schedule_retry(now)
             return None
         self._sock = sock
         return sock
+
+    def _hello(self, sock):
+        """The wire version for this connection: ask the agent which it
+        reads (``protocol`` describes the exchange); no answer within
+        HELLO_TIMEOUT means an agent that only reads version 1."""
+        if self.wire != "auto":
+            return int(self.wire)
+        sock.sendall(protocol.HELLO)
+        deadline = time.monotonic() + min(self.timeout, HELLO_TIMEOUT)
+        select = _select_module().select
+        data = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return 1
+            readable, _, _ = select([sock], [], [], left)
+            if not readable:
+                return 1
+            chunk = sock.recv(protocol.MAX_HELLO_REPLY)
+            if not chunk:
+                raise ConnectionResetError("agent closed the connection")
+            data += chunk
+            versions = protocol.parse_hello_reply(data)
+            if versions:
+                return 2 if 2 in versions else 1
+            if len(data) >= protocol.HEADER.size + protocol.MAX_HELLO_REPLY:
+                return 1
 
     def _schedule_retry(self, now):
         """Pause before the next connect: doubling, with jitter so that the
@@ -213,7 +261,9 @@ class AgentDriver(base.Driver):
             if not readable:
                 return True   # nothing to read: the usual, healthy case
             socket = _socket_module()
-            return sock.recv(1, socket.MSG_PEEK) != b""
+            # A late answer to the hello is read and dropped; end of file
+            # means the agent is gone.
+            return sock.recv(4096, socket.MSG_DONTWAIT) != b""
         except (BlockingIOError, InterruptedError):
             return True
         except (OSError, ValueError):

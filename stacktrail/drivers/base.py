@@ -11,9 +11,12 @@ thread).  The read side is osprofiler's: ``get_report``, ``list_traces``,
 """
 
 import collections
+import itertools
 import json
 from json import encoder as _json_encoder
+import operator
 import os
+import time
 import urllib.parse
 
 from stacktrail.common import clock
@@ -345,11 +348,16 @@ def points_json(batch, host, project, service):
     """``[to_json(m) for m in format_points(batch)]``, the same text, made
     without the message dicts (the agent's hot loop: about half the cost).
 
+    A ``points.Batch`` (what the agent decodes from a version 2 frame) is
+    formatted from its columns in a few C-level passes (``columns_json``).
+
     The fixed fields are formatted as text (ids and timestamps need no
     escaping; names go through the C string encoder) and only ``info`` is
     encoded as JSON.  A point this path cannot take (unusual types, an info
     that cannot be encoded) goes through ``to_message`` and ``to_json``.
     """
+    if batch.__class__ is points.Batch:
+        return columns_json(batch.columns, host, project, service)
     quoted_id = _quoted_id
     quote = _quote
     timestamp = clock.format_timestamp
@@ -381,6 +389,68 @@ def points_json(batch, host, project, service):
     return out
 
 
+_COLUMN_MESSAGE = ('{"name":%s,"base_id":"%s","trace_id":"%s",'
+                   '"parent_id":"%s","timestamp":"%s.%06d","info":%s')
+_SECONDS = {}           # second -> "%Y-%m-%dT%H:%M:%S" text (naive UTC)
+_SECONDS_MAX = 100_000
+_NS_PER_S = 1_000_000_000
+
+
+def second_texts(seconds):
+    """The timestamp text of each second of ``seconds`` (a list)."""
+    cache = _SECONDS
+    missing = set(seconds).difference(cache)
+    if missing:
+        if len(cache) + len(missing) > _SECONDS_MAX:
+            cache.clear()
+            missing = set(seconds)
+        strftime, gmtime = time.strftime, time.gmtime
+        for second in missing:
+            cache[second] = strftime("%Y-%m-%dT%H:%M:%S", gmtime(second))
+    return map(cache.__getitem__, seconds)
+
+
+def info_texts(infos, host):
+    """JSON text of each info (dict or None, plain JSON data) with
+    ``host`` added when it has none, as the osprofiler message holds it."""
+    from stacktrail.drivers import codec
+    dumps = codec.dumps
+    host_item = ',"host":%s}' % _to_json(host)
+    host_only = '{"host":%s}' % _to_json(host)
+    out = []
+    append = out.append
+    for info in infos:
+        if not info:
+            append(host_only)
+        elif "host" in info:
+            append(dumps(info))
+        else:
+            text = dumps(info)
+            # "{}" when every key was one JSON cannot hold (left out)
+            append(host_only if text == "{}" else text[:-1] + host_item)
+    return out
+
+
+def columns_json(columns, host, project, service):
+    """The JSON message of each point of a batch given as columns (see
+    ``points.Batch``): the same fields, order and values as
+    ``points_json``; info text may be written by the compiled codec."""
+    names, phases, bases, parents, traces, times, infos = columns
+    suffixed = {name: (_quote(name + "-start"), _quote(name + "-stop"))
+                for name in set(names)}
+    qnames = map(operator.getitem, map(suffixed.__getitem__, names), phases)
+    seconds = list(map(operator.floordiv, times,
+                       itertools.repeat(_NS_PER_S)))
+    micros = map(operator.mod,
+                 map(operator.floordiv, times, itertools.repeat(1000)),
+                 itertools.repeat(1_000_000))
+    template = _COLUMN_MESSAGE + (',"project":%s,"service":%s}' % (
+        _to_json(project), _to_json(service))).replace("%", "%%")
+    return list(map(template.__mod__, zip(
+        qnames, bases, traces, parents, second_texts(seconds), micros,
+        info_texts(infos, host))))
+
+
 def require(module, extra):
     """Import a store's client library, or say in one line how to get it."""
     import importlib
@@ -398,12 +468,23 @@ def scheme_of(connection_string):
     return connection_string.split("://", 1)[0].lower()
 
 
+# osprofiler stores we do not write to ourselves: the way there is OTLP
+# to an OpenTelemetry Collector, which exports to all of them.
+UNSERVED = ("elasticsearch", "loginsight", "jaeger")
+UNSERVED_HINT = ("%s:// is not a stacktrail store: send traces over OTLP to "
+                 "an OpenTelemetry Collector (connection_string = "
+                 "otlp://COLLECTOR:4318), which exports them to "
+                 "Elasticsearch/OpenSearch and Jaeger")
+
+
 def get_driver(connection_string, *args, **kwargs):
     """Instantiate the driver registered for the connection string's scheme."""
     import importlib.metadata
     from stevedore import driver as sd_driver
 
     scheme = scheme_of(connection_string)
+    if scheme in UNSERVED:
+        raise DriverError(UNSERVED_HINT % scheme)
     # Checked first so an unknown scheme is one clear line, not also
     # stevedore's own warning.
     if not importlib.metadata.entry_points(group=NAMESPACE, name=scheme):
@@ -417,6 +498,74 @@ def known_schemes():
     import importlib.metadata
     return sorted({ep.name for ep in
                    importlib.metadata.entry_points(group=NAMESPACE)})
+
+
+# --- trace summaries: one line of ``stacktrail trace list`` ---------------
+
+def summary(base_id, name, first_us, last_us, services, spans, error):
+    """The summary of one trace, the same shape from every store:
+    ``name`` of its earliest point (the root span, ``-start`` cut off),
+    ``timestamp`` when it began, ``duration_ms`` from its first to its last
+    point, the ``services`` it touched, how many ``spans``, ``error``."""
+    name = name or ""
+    for suffix in points.SUFFIX:
+        if name.endswith(suffix):
+            name = name[:-len(suffix)]
+            break
+    return {"base_id": base_id, "name": name,
+            "timestamp": clock.format_timestamp(first_us * 1000),
+            "duration_ms": (last_us - first_us) / 1000.0,
+            "services": sorted(s for s in services if s), "spans": spans,
+            "error": bool(error)}
+
+
+def timestamp_us(text):
+    """Microseconds since the epoch of a message's timestamp text."""
+    return clock.parse_timestamp(text) // 1000
+
+
+def is_error_message(message):
+    info = message.get("info")
+    return isinstance(info, dict) and info.get("etype") is not None
+
+
+def in_window(us, since_us=None, until_us=None):
+    """``us`` in [since_us, until_us); None is open-ended."""
+    return ((since_us is None or us >= since_us)
+            and (until_us is None or us < until_us))
+
+
+def summarize_messages(base_id, messages):
+    """The ``summary`` of one trace from its messages (None when none has
+    a readable timestamp)."""
+    # osprofiler's timestamp text sorts as time does: only the first and
+    # the last are parsed.
+    stamped = [m for m in messages if isinstance(m.get("timestamp"), str)]
+    if not stamped:
+        return None
+    first = min(stamped, key=operator.itemgetter("timestamp"))
+    last = max(stamped, key=operator.itemgetter("timestamp"))
+    try:
+        first_us = timestamp_us(first["timestamp"])
+        last_us = timestamp_us(last["timestamp"])
+    except ValueError:
+        return None
+    return summary(
+        base_id, first.get("name"), first_us, last_us,
+        {m.get("service") for m in stamped},
+        len({m.get("trace_id") for m in stamped}),
+        any(is_error_message(m) for m in stamped))
+
+
+def summarize_all(messages, since_us=None, until_us=None):
+    """Summaries of every trace in a stream of messages (a store read in
+    one pass), those that began in the window only."""
+    traces = collections.defaultdict(list)
+    for message in messages:
+        traces[message.get("base_id")].append(message)
+    found = (summarize_messages(b, m) for b, m in traces.items())
+    return [s for s in found if s is not None and in_window(
+        timestamp_us(s["timestamp"]), since_us, until_us)]
 
 
 class Driver:
@@ -555,11 +704,58 @@ class Driver:
         from stacktrail.report import tree
         return tree.build(self.get_messages(base_id))
 
+    def iter_messages(self, base_ids):
+        """``(base_id, messages)`` for each of ``base_ids``, in that order:
+        what ``stacktrail analyze`` streams over, a few hundred ids at a
+        time.  This reads one trace per ``get_messages`` call; a store that
+        can read many traces in one round trip (a Redis pipeline, one SQL
+        query) overrides it."""
+        for base_id in base_ids:
+            yield base_id, self.get_messages(base_id)
+
     def list_traces(self, fields=None):
         raise NotImplementedError
 
     def list_error_traces(self):
         raise NotImplementedError
+
+    def trace_summaries(self, since_us=None, until_us=None):
+        """The ``summary`` of each trace that began in [since_us, until_us)
+        (microseconds since the epoch, None: open-ended), in any order.
+
+        This lists the traces, keeps those of the window and reads them
+        (``iter_messages``).  A store that can add them up itself (SQL,
+        MongoDB) or that reads everything in one pass anyway (file,
+        messaging: ``summarize_all``) overrides it.
+        """
+        chosen = []
+        for trace in self.list_traces():
+            try:
+                started = timestamp_us(trace["timestamp"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if in_window(started, since_us, until_us):
+                chosen.append(trace["base_id"])
+        found = (summarize_messages(b, m)
+                 for b, m in self.iter_messages(chosen))
+        return [s for s in found if s is not None]
+
+
+class WriteOnly:
+    """The read side of a driver that keeps nothing to read: each read
+    fails with one line saying where the traces are (``WHERE_TO_READ``).
+    Put it before ``Driver`` in the bases."""
+
+    WHERE_TO_READ = "this store cannot be read"
+
+    def get_messages(self, base_id):
+        raise DriverError(self.WHERE_TO_READ)
+
+    def list_traces(self, fields=None):
+        raise DriverError(self.WHERE_TO_READ)
+
+    def list_error_traces(self):
+        raise DriverError(self.WHERE_TO_READ)
 
 
 os.register_at_fork(after_in_child=WATCHDOG.after_fork)

@@ -52,14 +52,19 @@ import time
 from stacktrail.common import clock
 from stacktrail.common import ids
 from stacktrail.common import logtext
+from stacktrail.common import points
 from stacktrail.drivers import base
+from stacktrail.drivers import codec
 
 PREFIX = "osprofiler_opt:"
+READ_CHUNK = 20_000     # list items one LRANGE of the read side fetches
 ERROR_PREFIX = "osprofiler_error:"
 INDEX = "stacktrail_traces"
 BATCHES = "stacktrail_batches"
 DEDUPE_WINDOW = 3600
 DEFAULT_TIMEOUT = 5.0
+# ``[profiler] socket_timeout``'s default, meant for Sentinel connections.
+SENTINEL_TIMEOUT = 0.1
 SCAN_CHUNK = 500
 # A write whose reply was lost is sent once more after this pause; when
 # that fails too the flusher (or the agent) decides, and the batch's id is
@@ -157,9 +162,9 @@ class RedisDriver(base.Driver):
         super().__init__(connection_str, *args, **kwargs)
         self.redis = _import_redis()
         self.retention = int(self.option("retention", 0) or 0)
-        # One socket operation (osprofiler's option, kept for it); a write
-        # as a whole, retries included, gets ``store_timeout``.
-        self.timeout = float(self.option("socket_timeout", DEFAULT_TIMEOUT))
+        # One socket operation; a write as a whole, retries included, gets
+        # ``store_timeout``.
+        self.timeout = float(self._socket_timeout())
         self.skipped = []        # (key, why) of records reading skipped
         self._doubtful = collections.deque(maxlen=256)  # (batch id, points)
         self._confirmed = 0
@@ -169,6 +174,19 @@ class RedisDriver(base.Driver):
     @classmethod
     def get_name(cls):
         return "redis"
+
+    def _socket_timeout(self):
+        """A ``socket_timeout`` keyword, else ``[profiler] socket_timeout``
+        when set to other than its default, else DEFAULT_TIMEOUT.  That
+        default (0.1 s) is osprofiler's for Sentinel connections: a plain
+        store given it would fail any batch or report that keeps Redis
+        busy longer than that."""
+        value = self.options.get("socket_timeout")
+        if value is None:
+            value = self.option("socket_timeout")
+            if value is None or float(value) == SENTINEL_TIMEOUT:
+                value = DEFAULT_TIMEOUT
+        return value
 
     def _connect(self):
         url = self.url
@@ -218,32 +236,42 @@ class RedisDriver(base.Driver):
 
     def write_points(self, batch):
         texts = self.format_json(batch)
-        to_uuid = ids.to_uuid
-        traces = {}
-        for point, text in zip(batch, texts):
-            base_id = to_uuid(point[2])
-            us = point[5] // 1000
-            entry = traces.get(base_id)
-            if entry is None:
-                entry = traces[base_id] = [[text], us, None, [point]]
+        if batch.__class__ is points.Batch:
+            _, _, bases, _, _, times, infos = batch.columns
+        else:
+            to_uuid = ids.to_uuid
+            bases = [to_uuid(p[2]) for p in batch]
+            times = [p[5] for p in batch]
+            infos = [p[6] for p in batch]
+        groups = {}
+        for index, base_id in enumerate(bases):
+            group = groups.get(base_id)
+            if group is None:
+                groups[base_id] = [index]
             else:
-                entry[0].append(text)
-                entry[3].append(point)
-                if us < entry[1]:
-                    entry[1] = us
-            info = point[6]
-            if (entry[2] is None and isinstance(info, dict)
-                    and info.get("etype") is not None):
-                entry[2] = clock.format_timestamp(point[5])
+                group.append(index)
+        errors = {}
+        for index, info in enumerate(infos):
+            if info and isinstance(info, dict) and \
+                    info.get("etype") is not None and \
+                    bases[index] not in errors:
+                errors[bases[index]] = clock.format_timestamp(times[index])
+        traces = {}
+        for base_id, members in groups.items():
+            traces[base_id] = [
+                list(map(texts.__getitem__, members)),
+                min(map(times.__getitem__, members)) // 1000,
+                errors.get(base_id), members, batch]
         self._store(traces)
 
     def write_messages(self, messages):
         traces = {}
-        for message in messages:
+        for index, message in enumerate(messages):
             us = clock.parse_timestamp(message["timestamp"]) // 1000
-            entry = traces.setdefault(message["base_id"], [[], us, None, []])
+            entry = traces.setdefault(message["base_id"],
+                                      [[], us, None, [], messages])
             entry[0].append(base.to_json(message))
-            entry[3].append(message)
+            entry[3].append(index)
             entry[1] = min(entry[1], us)
             if entry[2] is None and _is_error(message):
                 entry[2] = message["timestamp"]
@@ -273,30 +301,36 @@ class RedisDriver(base.Driver):
         applied once even when sent several times.
 
         ``traces``: base_id -> [JSON messages, earliest microsecond, time
-        text of the first error or None, the points].
+        text of the first error or None, indexes of its points, the batch
+        they index].  The messages go as UTF-8 bytes (a lone surrogate a
+        hostile peer sent is passed through, never a batch that fails for
+        ever), and the batch's id is the hash of all of them.
         """
         ttl = self.retention or 0
         now = time.time()
-        digest = hashlib.sha1()
+        every = []
+        for values, _, _, _, _ in traces.values():
+            every += values
+        blob = ("\n".join(every) + "\n").encode("utf-8", "surrogatepass")
+        batch_id = hashlib.sha1(blob).hexdigest()[:32]
+        encoded = blob.split(b"\n")
         body = []
-        for base_id, (values, first_us, error_at, _) in traces.items():
+        start = 0
+        for base_id, (values, first_us, error_at, _, _) in traces.items():
             marker = ""
             if error_at is not None:
                 marker = json.dumps({"base_id": base_id,
                                      "timestamp": error_at})
-            body += [base_id, first_us, marker, len(values)]
-            body += values
-            for value in values:
-                digest.update(value.encode("utf-8", "surrogatepass"))
-                digest.update(b"\n")
-        batch_id = digest.hexdigest()[:32]
+            end = start + len(values)
+            body += [_bytes(base_id), first_us, marker, len(values)]
+            body += encoded[start:end]
+            start = end
         doubtful = list(self._doubtful)
         args = [batch_id, "%.6f" % now, DEDUPE_WINDOW, ttl,
                 "%d" % ((now - ttl) * 1_000_000) if ttl else 0,
                 len(doubtful)] + [d for d, _ in doubtful]
         args += [len(traces)] + body
-        reply = self._run_script(args, batch_id, sum(
-            len(entry[0]) for entry in traces.values()))
+        reply = self._run_script(args, batch_id, len(every))
         found = {_text(d) for d in reply[1]}
         for entry in doubtful:
             try:
@@ -315,8 +349,10 @@ class RedisDriver(base.Driver):
                 errors.append(error)
                 entry = traces.get(base_id)
                 if entry is not None:
-                    rejected += [(p, "%s: %s" % (PREFIX + base_id, error))
-                                 for p in entry[3]]
+                    source = entry[4]
+                    rejected += [(source[i], "%s: %s" % (PREFIX + base_id,
+                                                         error))
+                                 for i in entry[3]]
             raise _RejectedReply(
                 "%s (key %s%s)" % (errors[0], PREFIX, _text(failed[0])),
                 rejected)
@@ -357,18 +393,25 @@ class RedisDriver(base.Driver):
             self.skipped.append((key, why))
 
     def get_messages(self, base_id):
+        """The trace's messages, oldest first.  Read READ_CHUNK items at a
+        time from the tail (where the oldest are, and where indexes stay
+        put while a service LPUSHes more), each chunk decoded before the
+        next is read: a million-point trace never holds all of its raw
+        bytes and all of its messages at once."""
         key = PREFIX + base_id
-        with self._store_errors(key):
-            raw = self.db.lrange(key, 0, -1)
         messages = []
-        for index, item in enumerate(reversed(raw)):
-            try:
-                message = json.loads(item)
-            except ValueError:
-                self._skip(key, "item %d is not JSON" % index)
-                continue
-            messages.append(message)
-        return messages
+        stop = -1
+        while True:
+            with self._store_errors(key):
+                raw = self.db.lrange(key, stop - READ_CHUNK + 1, stop)
+            raw.reverse()   # LPUSHed: the oldest message is at the tail
+            values, bad = codec.loads_each(raw)
+            for index in bad:
+                self._skip(key, "item %d is not JSON" % (index - stop - 1))
+            messages += values
+            if len(raw) < READ_CHUNK:
+                return messages
+            stop -= READ_CHUNK
 
     def _scan(self, prefix):
         """Keys with ``prefix`` in chunks, each with its base_id."""
@@ -446,8 +489,17 @@ class RedisDriver(base.Driver):
 
 
 def _text(value):
-    return value.decode("utf-8", "surrogateescape") \
-        if isinstance(value, bytes) else str(value)
+    if not isinstance(value, bytes):
+        return str(value)
+    try:
+        return value.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return value.decode("utf-8", "surrogateescape")
+
+
+def _bytes(text):
+    return text.encode("utf-8", "surrogatepass") \
+        if isinstance(text, str) else text
 
 
 @functools.lru_cache(maxsize=None)
@@ -481,6 +533,9 @@ class RedisSentinelDriver(RedisDriver):
     @classmethod
     def get_name(cls):
         return "redissentinel"
+
+    def _socket_timeout(self):
+        return self.option("socket_timeout", DEFAULT_TIMEOUT)
 
     def _connect(self):
         from redis import sentinel

@@ -7,20 +7,91 @@ import pytest
 
 from stacktrail.agent import protocol
 from stacktrail.agent import spool as spool_mod
+from stacktrail.common import ids
+from stacktrail.common import points as points_mod
+from stacktrail.drivers import base
 from tests.agent import harness
 
 
-def test_batch_round_trip_keeps_raw_ints():
-    batch = harness.make_points(20)
-    frames, lost = protocol.encode_batch(batch, "zaqar", "api", "node1")
+def _round_trip(batch, version, max_frame=protocol.MAX_FRAME):
+    frames, lost = protocol.encode_batch(batch, "zaqar", "api", "node1",
+                                         max_frame, version=version)
     assert lost == 0 and len(frames) == 1
-    reader = protocol.FrameReader()
-    (payload,) = reader.feed(frames[0][0])
-    decoded, n = protocol.decode_payload(payload)
-    assert n == 20
+    (payload,) = protocol.FrameReader(max_frame).feed(frames[0][0])
+    return protocol.decode_payload(payload)
+
+
+def test_version_1_round_trip_keeps_raw_ints():
+    batch = harness.make_points(20)
+    decoded, n = _round_trip(batch, 1)
+    assert n == 20 and decoded.version == 1
     assert decoded[:3] == ["zaqar", "api", "node1"]
-    assert [tuple(p) for p in decoded[3]] == [
-        tuple(list(p[:6]) + [p[6]]) for p in batch]
+    assert [tuple(p) for p in decoded[3]] == [tuple(p) for p in batch]
+
+
+def test_version_2_round_trip_gives_the_same_points():
+    # Ids travel as 128-bit integers and come out as their UUID text,
+    # which every consumer (ids.to_uuid, the stores) treats alike.
+    batch = harness.make_points(20)
+    decoded, n = _round_trip(batch, 2)
+    assert n == 20 and decoded.version == 2
+    assert decoded.origin == ("zaqar", "api", "node1")
+    assert [tuple(p) for p in decoded.points()] == [
+        (p[0], p[1], ids.to_uuid(p[2]), ids.to_uuid(p[3]), ids.to_uuid(p[4]),
+         p[5], p[6]) for p in batch]
+
+
+def test_version_2_carries_text_ids_and_wide_name_tables():
+    # Ids a peer sent as text (a propagated header) and more than 65,535
+    # distinct names take the format's escape hatches.
+    text_id = "not-a-uuid-from-a-peer"
+    batch = [("n%d" % i, i % 2, text_id, 5, i + 1, 1000 + i, None)
+             for i in range(70_000)]
+    decoded, n = _round_trip(batch, 2, max_frame=16 << 20)
+    assert type(decoded.points()) is points_mod.Batch   # bulk path
+    points = decoded.points()
+    assert n == 70_000 and points[0][:3] == ("n0", 0, text_id)
+    assert points[-1][0] == "n69999" and points[-1][3] == ids.to_uuid(5)
+
+
+def test_both_versions_format_the_same_messages():
+    # What the agent writes to a store does not depend on the wire
+    # version the service spoke: an upgraded agent reads old services.
+    batch = harness.make_points(40)
+    v1, _ = _round_trip(batch, 1)
+    v2, _ = _round_trip(batch, 2)
+    assert base.points_json(v1.points(), "node1", "zaqar", "api") == \
+        base.points_json(v2.points(), "node1", "zaqar", "api")
+
+
+def test_version_1_frame_of_an_old_service_is_read():
+    # The bytes a service before version 2 sent, as it built them.
+    payload = json.dumps(["zaqar", "api", "h", [
+        ["wsgi", 0, 7, 7, 9, 1_700_000_000_000_000_000, {"a": 1}]]]).encode()
+    (got,) = protocol.FrameReader().feed(protocol.frame(payload))
+    decoded, n = protocol.decode_payload(got)
+    assert n == 1 and decoded.points()[0][4] == 9
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x02", b"\x02" + bytes(19), b"\x03" + bytes(40),
+])
+def test_malformed_version_2_payloads_are_refused(payload):
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode_payload(payload)
+
+
+def test_corrupt_version_2_sections_are_refused():
+    frames, _ = protocol.encode_batch(harness.make_points(10), "p", "s",
+                                      "h", version=2)
+    payload = frames[0][0][protocol.HEADER.size:]
+    for cut in (1, 30, len(payload) - 1):
+        with pytest.raises(protocol.ProtocolError):
+            protocol.decode_payload(payload[:-cut])
+    flipped = bytearray(payload)
+    flipped[-5] ^= 0xFF
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode_payload(bytes(flipped))
 
 
 def test_big_batch_is_split_and_huge_point_is_lost():

@@ -141,3 +141,62 @@ def test_under_eventlet(agents, redis_url):
                          timeout=60)
     assert out.returncode == 0, out.stderr
     agent.wait_written(1000)
+
+
+def _old_agent(path, received):
+    """An agent from before wire version 2: reads frames, never answers
+    the hello, and knows only version 1 payloads."""
+    import json
+    import socket
+    import threading
+    from stacktrail.agent import protocol
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+
+    def serve():
+        conn, _ = server.accept()
+        reader = protocol.FrameReader()
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            for payload in reader.feed(data):
+                assert payload[:1] == b"["       # JSON: version 1
+                received.extend(json.loads(payload)[3])
+        conn.close()
+        server.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_new_service_speaks_version_1_to_an_old_agent(workdir):
+    # The node's services may be upgraded before its agent.
+    received = []
+    path = os.path.join(workdir, "old.sock")
+    thread = _old_agent(path, received)
+    driver = base.get_driver("agent://" + path)
+    batch = harness.make_points(100)
+    driver.write_points(batch)
+    assert driver.wire_version == 1
+    driver.close()
+    thread.join(5)
+    points = [p for p in received if p]       # the hello holds no points
+    assert [tuple(p) for p in points] == [tuple(p) for p in batch]
+
+
+def test_new_agent_stores_both_wire_versions_alike(agents, redis_url):
+    # The agent may be upgraded before the services: it reads version 1
+    # (here a service pinned to it) and stores the same messages.
+    agent = agents([redis_url]).start()
+    old = base.get_driver(agent.url + "?wire=1")
+    new = base.get_driver(agent.url)
+    first, second = harness.make_points(100), harness.make_points(100)
+    old.write_points(first)
+    new.write_points(second)
+    assert (old.wire_version, new.wire_version) == (1, 2)
+    agent.wait_written(200)
+    assert sorted(harness.stored_points(redis_url)) == \
+        harness.expected_points(first + second)

@@ -9,6 +9,8 @@ import pytest
 from stacktrail.common import ids
 from stacktrail.common import points
 from stacktrail.drivers import base
+from stacktrail.drivers import codec
+from stacktrail.drivers import file as file_driver
 from tests.drivers import conformance
 
 
@@ -71,6 +73,45 @@ def test_damaged_line_is_skipped(tmp_path):
     with open(path, "a") as f:
         f.write('{"base_id": "%s", "na' % ids.to_uuid(base_id))
     assert len(driver.get_messages(ids.to_uuid(base_id))) == 1
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_reading_in_chunks_keeps_every_message(tmp_path, monkeypatch, fast):
+    # Lines are decoded a chunk at a time, on either codec path: a damaged
+    # line and other traces' lines between chunks lose nothing else.
+    if fast and not codec.AVAILABLE:
+        pytest.skip("orjson is not installed")
+    monkeypatch.setattr(file_driver, "READ_CHUNK", 4)
+    monkeypatch.setattr(codec, "FAST", fast)
+    path = tmp_path / "t.jsonl"
+    driver = base.get_driver("file://%s" % path)
+    mine, other = ids.new_id(), ids.new_id()
+    driver.write_points([_point(mine, "m%d" % i) for i in range(6)])
+    with open(path, "a") as f:
+        f.write('{"base_id": "%s", "cut\n' % ids.to_uuid(mine))
+    driver.write_points([_point(other)] + [_point(mine, "m%d" % i)
+                                           for i in range(6, 11)])
+    names = [m["name"] for m in driver.get_messages(ids.to_uuid(mine))]
+    assert names == ["m%d-start" % i for i in range(11)]
+
+
+def test_big_trace_shows_progress_on_stderr(tmp_path, monkeypatch, capsys):
+    # A big trace says on stderr how far `trace show` has come; the report
+    # itself goes to stdout as always.
+    from stacktrail.cmd import cli
+    monkeypatch.setattr(cli, "PROGRESS_POINTS", 10)
+    path = tmp_path / "t.jsonl"
+    driver = base.get_driver("file://%s" % path)
+    base_id = ids.new_id()
+    spans = [ids.new_id() for _ in range(10)]
+    driver.write_points([("p", phase, base_id, base_id, span,
+                          1_700_000_000 * 10**9 + phase, None)
+                         for span in spans for phase in (0, 1)])
+    assert cli.main(["trace", "show", ids.to_uuid(base_id), "--json",
+                     "--connection-string", "file://%s" % path]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["info"]["span_count"] == 10
+    assert "20 points read in" in err and "report built in" in err
 
 
 def test_bad_connection_strings(tmp_path):

@@ -12,6 +12,8 @@ from stacktrail.common import clock
 from stacktrail.common import ids
 from stacktrail.common import points
 from stacktrail.drivers import base
+from stacktrail.drivers import codec
+from stacktrail.drivers import redis as redis_driver
 from tests import servers
 from tests.drivers import conformance
 
@@ -171,6 +173,48 @@ def test_retention_from_conf(redis_url):
     driver = base.get_driver(redis_url, conf=conf)
     assert driver.retention == 60
     assert base.get_driver(redis_url, conf=None).retention == 0
+
+
+def test_plain_redis_ignores_the_sentinel_socket_timeout(redis_url):
+    # [profiler] socket_timeout (0.1 s by default) is for Sentinel: a
+    # plain store keeps a timeout a slow report or big batch fits in.
+    from oslo_config import cfg
+    from stacktrail import opts
+    conf = cfg.ConfigOpts()
+    opts.register_opts(conf)
+    conf([])
+    driver = base.get_driver(redis_url, conf=conf)
+    pool = driver.db.connection_pool.connection_kwargs
+    assert conf.profiler.socket_timeout == 0.1
+    assert driver.timeout == redis_driver.DEFAULT_TIMEOUT == 5.0
+    assert pool["socket_timeout"] == 5.0
+    assert base.get_driver(redis_url, socket_timeout=2.0).timeout == 2.0
+    conf.set_override("socket_timeout", 1.0, group="profiler")
+    assert base.get_driver(redis_url, conf=conf).timeout == 1.0
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_big_trace_is_read_in_chunks_oldest_first(redis_url, monkeypatch,
+                                                  fast):
+    # Chunked reads keep the order across chunk edges, and a junk item is
+    # skipped and named by its position, on both codec paths.
+    if fast and not codec.AVAILABLE:
+        pytest.skip("orjson is not installed")
+    monkeypatch.setattr(redis_driver, "READ_CHUNK", 7)
+    monkeypatch.setattr(codec, "FAST", fast)
+    driver = base.get_driver(redis_url)
+    base_id = ids.new_id()
+    t0 = time.time_ns()
+    driver.write_points([_point(base_id, "p%02d" % i, points.START,
+                                t0 + i * 1000) for i in range(12)])
+    key = "osprofiler_opt:" + ids.to_uuid(base_id)
+    _client(redis_url).lpush(key, b"{junk")
+    driver.write_points([_point(base_id, "p%02d" % i, points.START,
+                                t0 + i * 1000) for i in range(12, 20)])
+    messages = driver.get_messages(ids.to_uuid(base_id))
+    assert [m["name"] for m in messages] == [
+        "p%02d-start" % i for i in range(20)]
+    assert driver.skipped == [(key, "item 12 is not JSON")]
 
 
 def test_retention_prunes_index(redis_url):
