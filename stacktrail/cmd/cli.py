@@ -2,8 +2,17 @@
 
     stacktrail trace show <base_id|file> [--text|--json|--html|--dot]
                           [--out FILE] [--connection-string S] [--timeout T]
-    stacktrail trace list [--error-trace] [--limit N] [--json] [--timeout T]
+                          [--html --compare <base_id|file>]
+    stacktrail trace list [--since T] [--until T] [--service S]
+                          [--min-duration D] [--errors]
+                          [--sort start|duration] [--limit N]
+                          [--format table|json] [--timeout T]
+    stacktrail analyze [--window W] [--baseline W] [--root P] [--service S]
+                       [--error|--no-error] [--text|--json|--html]
     stacktrail agent status [--config-file F]
+    stacktrail agent install-unit [--output PATH] [--config-file F]
+                                  [--user U] [--group G]
+    stacktrail sampling show|set [--file F|--store URL|--agent-config F]
     stacktrail status [--status-dir DIR]
     stacktrail --version
 
@@ -26,6 +35,7 @@ import logging
 import os
 import sys
 import threading
+import time
 
 import stacktrail
 from stacktrail.common import logtext
@@ -233,11 +243,23 @@ def report_from_file(path):
     return report
 
 
+# A trace at least this big says on stderr how far its report has come.
+PROGRESS_POINTS = 200_000
+
+
 def report_from_store(base_id, args):
+    """The report of one stored trace.  ``--timeout`` bounds the reading
+    (the store may hang); building the report of a big trace may take
+    longer, and says so on stderr."""
+    from stacktrail.drivers import base
     driver, where = open_driver(args)
+    # A driver with a report of its own (not built from messages) gives it.
+    whole = type(driver).get_report is not base.Driver.get_report
+    started = time.monotonic()
     try:
-        report = within(args.timeout, "the trace store %s" % where,
-                        driver.get_report, base_id)
+        got = within(args.timeout, "the trace store %s" % where,
+                     driver.get_report if whole else driver.get_messages,
+                     base_id)
     except CLIError:
         raise
     except Exception as exc:
@@ -246,9 +268,27 @@ def report_from_store(base_id, args):
     finally:
         _close(driver, args.timeout)
     _warn_skipped(driver)
+    report = got if whole else _build_report(got, started)
     if not report or not report.get("children"):
         raise CLIError("trace %s not found in %s" % (base_id, where))
     return report
+
+
+def _build_report(messages, started):
+    from stacktrail.report import tree
+    big = len(messages) >= PROGRESS_POINTS
+    if big:
+        _progress("%s points read in %.1f s; building the report"
+                  % (format(len(messages), ","), time.monotonic() - started))
+    report = tree.build(messages)
+    if big:
+        _progress("report built in %.1f s; writing it"
+                  % (time.monotonic() - started))
+    return report
+
+
+def _progress(line):
+    print("%s: %s" % (PROG, line), file=sys.stderr, flush=True)
 
 
 def _close(driver, timeout=DEFAULT_TIMEOUT):
@@ -265,66 +305,140 @@ def _looks_like_path(target):
 
 # commands
 
-def cmd_trace_show(args):
-    from stacktrail import report as reports
+def report_of(target, args):
+    """The report of a file, or of a trace in the store."""
+    if os.path.exists(target):
+        return report_from_file(target)
+    if _looks_like_path(target):
+        raise CLIError("no such file: %s" % target)
+    return report_from_store(target, args)
 
-    if os.path.exists(args.target):
-        report = report_from_file(args.target)
-    elif _looks_like_path(args.target):
-        raise CLIError("no such file: %s" % args.target)
+
+def cmd_trace_show(args):
+    from stacktrail.report import tree
+    # reading, building and rendering a big trace make objects by the
+    # hundred thousand and free none of them until the end
+    with tree.gc_paused():
+        return _trace_show(args)
+
+
+def _trace_show(args):
+    other = getattr(args, "compare", None)
+    if other and args.format != "html":
+        raise CLIError("--compare works with --html only")
+    report = report_of(args.target, args)
+    show_noise = getattr(args, "show_noise", False)
+    if other:
+        from stacktrail.report import html
+        output = html.render(report, show_noise=show_noise,
+                             other=report_of(other, args))
     else:
-        report = report_from_store(args.target, args)
-    output = reports.render(report, args.format)
+        output = render_report(report, args.format, show_noise=show_noise)
     _write(output, args.out)
     return 0
 
 
 def cmd_trace_list(args):
+    since_us, until_us, min_us = _list_bounds(args)
     driver, where = open_driver(args)
     try:
         traces = within(args.timeout, "the trace store %s" % where,
-                        driver.list_error_traces if args.error_trace
-                        else driver.list_traces)
+                        driver.trace_summaries, since_us, until_us)
     except CLIError:
         raise
     except Exception as exc:
-        raise CLIError("cannot list traces in %s: %s"
-                       % (where, logtext.one_line(exc, with_type=False))) from None
+        raise CLIError("cannot list traces in %s: %s" % (
+            where, logtext.one_line(exc, with_type=False))) from None
     finally:
         _close(driver, args.timeout)
     _warn_skipped(driver)
-    traces = sorted(traces, key=lambda t: str(t.get("timestamp", "")),
-                    reverse=True)
+    traces = [t for t in traces
+              if (not args.errors or t["error"])
+              and (args.service is None or args.service in t["services"])
+              and t["duration_ms"] * 1000 >= min_us]
+    key = "duration_ms" if args.sort == "duration" else "timestamp"
+    traces.sort(key=lambda t: (t[key], t["base_id"]), reverse=True)
     if args.limit is not None:
         traces = traces[:args.limit]
-    if args.json:
+    if args.format == "json":
         _write(json.dumps(traces, indent=2, default=str) + "\n", None)
-        return 0
-    from stacktrail.report.text import clean
-    lines = ["%-26s  %s" % ("timestamp", "base_id")]
-    lines += ["%-26s  %s" % (clean(t.get("timestamp", "")),
-                             clean(t.get("base_id", ""))) for t in traces]
-    if not traces:
-        lines = ["no %straces in %s" % ("error " if args.error_trace else "",
-                                        where)]
-    _write("\n".join(lines) + "\n", None)
+    elif traces:
+        _write(_trace_table(traces), None)
+    else:
+        _write("no %straces in %s\n" % ("error " if args.errors else "",
+                                        where), None)
     return 0
 
 
-def cmd_agent_status(args, extra):
-    """Delegate to stacktrail.agent.status, imported only when asked for."""
-    import importlib
+def _list_bounds(args):
+    """(since_us, until_us, min_duration_us) of ``trace list``'s options."""
+    import time
+    from stacktrail.report import aggregate
+
+    now_us = int(time.time() * 1_000_000)
+
+    def moment(text):
+        ago = aggregate.parse_duration(text)   # "1h": an hour ago
+        return now_us - ago if ago is not None else aggregate.parse_time(
+            text, now_us)
+
     try:
-        status = importlib.import_module("stacktrail.agent.status")
+        since = moment(args.since) if args.since else None
+        until = moment(args.until) if args.until else None
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    least = 0
+    if args.min_duration:
+        least = aggregate.parse_duration(args.min_duration)
+        if least is None:
+            raise CLIError("not a duration: %r (e.g. 250ms, 2s, 1m)"
+                           % args.min_duration)
+    return since, until, least
+
+
+def _trace_table(traces):
+    """One line per trace; ``!`` marks one that recorded an error."""
+    from stacktrail.report.text import clean
+    from stacktrail.report.text import fmt_us
+    rows = [("START (UTC)", "DURATION", "SPANS", "", "SERVICES", "NAME",
+             "BASE_ID")]
+    for t in traces:
+        rows.append((clean(t["timestamp"]).replace("T", " "),
+                     fmt_us(round(t["duration_ms"] * 1000)), str(t["spans"]),
+                     "!" if t["error"] else "",
+                     clean(",".join(t["services"])) or "-",
+                     clean(t["name"]) or "?", clean(t["base_id"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    right = (False, True, True, False, False, False, False)
+    lines = ["  ".join(cell.rjust(w) if r else cell.ljust(w)
+                       for cell, w, r in zip(row, widths, right)).rstrip()
+             for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+AGENT_COMMANDS = {"status": "stacktrail.agent.status",
+                  "install-unit": "stacktrail.agent.unit"}
+
+
+def cmd_agent(args, extra):
+    """Delegate ``agent <command>`` to its module (AGENT_COMMANDS), imported
+    only when asked for."""
+    import importlib
+    name = args.agent_command
+    try:
+        module = importlib.import_module(AGENT_COMMANDS[name])
     except ImportError as exc:
-        raise CLIError("agent status is not available: %s"
-                       % logtext.one_line(exc, with_type=False)) from None
-    parser = argparse.ArgumentParser(prog="%s agent status" % PROG)
-    status.add_arguments(parser)
+        raise CLIError("agent %s is not available: %s" % (
+            name, logtext.one_line(exc, with_type=False))) from None
+    parser = argparse.ArgumentParser(prog="%s agent %s" % (PROG, name))
+    module.add_arguments(parser)
     agent_args = parser.parse_args(extra)
     if getattr(agent_args, "config_file", None) is None and args.config_file:
         agent_args.config_file = list(args.config_file)
-    return status.run(agent_args)
+    try:
+        return module.run(agent_args)
+    except (ValueError, OSError) as exc:
+        raise CLIError(logtext.one_line(exc, with_type=False)) from None
 
 
 def cmd_status(args):
@@ -368,6 +482,148 @@ def cmd_status(args):
             total["drops"][reason] = total["drops"].get(reason, 0) + count
     _write(json.dumps({"total": total, "processes": processes}, indent=2,
                       sort_keys=True) + "\n", None)
+    return 0
+
+
+# analyze
+
+def render_report(report, fmt, show_noise=False):
+    """One trace's report in ``fmt``, with the renderers' options."""
+    import importlib
+    from stacktrail import report as reports
+    if fmt not in reports.FORMATS:
+        return reports.render(report, fmt)   # its error for a bad format
+    module = importlib.import_module("stacktrail.report.%s" % (
+        "as_json" if fmt == "json" else fmt))
+    return module.render(report, show_noise=show_noise)
+
+
+def worker_driver(conn_str, config_files, timeout, debug=False):
+    """A driver for a worker process of ``analyze`` (its own connection)."""
+    from stacktrail.drivers import base
+    if not debug:
+        _configure_logging(False)
+    conf = load_config(config_files) if config_files else None
+    try:
+        return base.get_driver(conn_str, conf=conf, store_timeout=timeout)
+    except TypeError:   # a third-party driver without **kwargs
+        return base.get_driver(conn_str, conf=conf)
+
+
+class Progress:
+    """The progress lines of ``analyze`` on stderr: rewritten in place on a
+    terminal, a line every few seconds otherwise, and a last line for each
+    window."""
+
+    def __init__(self, quiet=False, stream=None):
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.last = {}
+
+    def __call__(self, label, state, final=False):
+        if self.quiet:
+            return
+        now = state["elapsed"]
+        if not final and now - self.last.get(label, 0.0) < (
+                0.2 if self.tty else 5.0):
+            return
+        self.last[label] = now
+        rate = state["read"] / now if now > 0 else 0
+        line = "%s: %s: %s/%s traces read (%.0f/s), %s matched, %.1f s" % (
+            PROG, label, format(state["read"], ","),
+            format(state["total"], ","), rate,
+            format(state["matched"], ","), now)
+        if self.tty:
+            self.stream.write("\r\x1b[K" + line + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def cmd_analyze(args):
+    import functools
+    from stacktrail.report import aggregate
+
+    try:
+        window = (aggregate.parse_window(args.window) if args.window
+                  else aggregate.Window())
+        baseline = (aggregate.parse_window(args.baseline, relative_to=window)
+                    if args.baseline else None)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    if args.rank != "mean" and baseline is None:
+        raise CLIError("--rank needs --baseline")
+    trace_filter = aggregate.Filter(root=args.root, service=args.service,
+                                    error=args.error)
+    driver, where = open_driver(args)
+    try:
+        try:
+            listing = within(args.timeout, "the trace store %s" % where,
+                             driver.list_traces)
+        except CLIError:
+            raise
+        except Exception as exc:
+            raise CLIError("cannot list traces in %s: %s" % (
+                where, logtext.one_line(exc, with_type=False))) from None
+        chosen = aggregate.select(listing, window)
+        before = aggregate.select(listing, baseline) if baseline else []
+        del listing
+        if not chosen:
+            raise CLIError("no trace in %s started in %s"
+                           % (where, window.describe()))
+        if baseline is not None and not before:
+            raise CLIError("no trace in %s started in the baseline %s"
+                           % (where, baseline.describe()))
+        conf = load_config(args.config_file) if args.config_file else None
+        opener = functools.partial(worker_driver,
+                                   connection_string(args, conf),
+                                   list(args.config_file or ()),
+                                   args.timeout, args.debug)
+        jobs = args.jobs or aggregate.default_jobs(len(chosen) + len(before))
+        scan = aggregate.Scan(opener, jobs=jobs,
+                              progress=Progress(args.quiet))
+        wanted = [("window", chosen)]
+        if baseline is not None:
+            wanted.append(("baseline", before))
+        try:
+            runs = dict(zip(("window", "baseline"),
+                            scan.run(wanted, trace_filter, driver=driver)))
+        except CLIError:
+            raise
+        except Exception as exc:
+            raise CLIError("cannot read traces from %s: %s" % (
+                where, logtext.one_line(exc, with_type=False))) from None
+        driver_skipped = getattr(driver, "skipped", None)
+        if isinstance(driver_skipped, list):
+            driver_skipped.extend(s for s in scan.skipped
+                                  if s not in driver_skipped)
+    finally:
+        _close(driver, args.timeout)
+    _warn_skipped(driver)
+    stats, state = runs["window"]
+    if not stats.count:
+        raise CLIError("none of the %d traces started in %s matches %s"
+                       % (len(chosen), window.describe(),
+                          trace_filter.describe()))
+    before_stats, before_state = runs.get("baseline", (None, None))
+    if before_stats is not None and not before_stats.count:
+        raise CLIError("none of the %d traces of the baseline %s matches %s"
+                       % (len(before), baseline.describe(),
+                          trace_filter.describe()))
+    answer = aggregate.result(stats, window, trace_filter, state,
+                              before_stats, baseline, before_state,
+                              rank=args.rank, source=where)
+    if args.format == "json":
+        from stacktrail.report import as_json
+        output = as_json.dumps_deep(answer, indent=2) + "\n"
+    elif args.format == "html":
+        from stacktrail.report import html
+        output = html.render_analysis(answer)
+    else:
+        from stacktrail.report import text
+        output = text.render_analysis(answer)
+    _write(output, args.out)
     return 0
 
 
@@ -438,17 +694,49 @@ def build_parser():
     show.set_defaults(format="text", func=cmd_trace_show)
     show.add_argument("--out", metavar="FILE",
                       help="write to FILE instead of stdout")
+    show.add_argument("--show-noise", action="store_true",
+                      help="also show transaction statements (BEGIN, "
+                           "COMMIT, ROLLBACK) and pings, which are folded "
+                           "into their neighbours' time otherwise")
+    show.add_argument("--compare", metavar="BASE_ID|FILE",
+                      help="with --html: compare with a second trace (what "
+                           "got slower, per service and span kind)")
     _store_options(show)
 
-    listing = trace_commands.add_parser("list", help="list stored traces")
-    listing.add_argument("--error-trace", action="store_true",
+    listing = trace_commands.add_parser(
+        "list", help="list stored traces",
+        description="One line per trace: when it began, how long it took, "
+                    "its span count, ! if it recorded an error, the "
+                    "services it touched and its root span's name.")
+    listing.add_argument("--since", metavar="TIME",
+                         help="traces that began at or after TIME (ISO 8601"
+                              " UTC, or a duration ago: 15m, 2h, 1d)")
+    listing.add_argument("--until", metavar="TIME",
+                         help="traces that began before TIME")
+    listing.add_argument("--service", metavar="NAME",
+                         help="traces that touched this service")
+    listing.add_argument("--min-duration", metavar="DURATION",
+                         help="traces that took at least DURATION "
+                              "(250ms, 2s)")
+    listing.add_argument("--errors", "--error-trace", dest="errors",
+                         action="store_true",
                          help="only traces that recorded an error")
+    listing.add_argument("--sort", choices=("start", "duration"),
+                         default="start",
+                         help="newest first (start, the default) or "
+                              "slowest first (duration)")
     listing.add_argument("--limit", type=_positive, metavar="N",
-                         help="only the N most recent")
-    listing.add_argument("--json", action="store_true",
-                         help="print JSON instead of a table")
+                         help="only the first N after sorting")
+    listing.add_argument("--format", choices=("table", "json"),
+                         default="table", help="a table (the default) or "
+                                               "JSON with the same fields")
+    listing.add_argument("--json", dest="format", action="store_const",
+                         const="json", help="same as --format json")
     listing.set_defaults(func=cmd_trace_list)
     _store_options(listing)
+
+    _analyze_parser(commands)
+    _sampling_parser(commands)
 
     status = commands.add_parser(
         "status", help="counters of the traced processes on this node",
@@ -465,13 +753,83 @@ def build_parser():
 
     agent = commands.add_parser("agent", help="the per-node agent")
     agent_commands = agent.add_subparsers(dest="agent_command",
-                                          metavar="{status}")
+                                          metavar="{status,install-unit}")
     agent_commands.required = True
     agent_commands.add_parser(
         "status", add_help=False,
         help="ask the local agent for its status (options: see "
              "`stacktrail agent status --help`)")
+    agent_commands.add_parser(
+        "install-unit", add_help=False,
+        help="write the agent's systemd unit for this install (options: "
+             "see `stacktrail agent install-unit --help`)")
     return parser
+
+
+def _analyze_parser(commands):
+    analyze = commands.add_parser(
+        "analyze", help="latency and where it went, across many traces",
+        description="Read the traces of a time window and report their "
+                    "latency (p50, p90, p99) and, per service and span "
+                    "kind, the share of the critical path it held them up "
+                    "for; with --baseline, what changed since another "
+                    "window, ranked by contribution to the difference.  "
+                    "WINDOW: 1h (the last hour), START/END, START/1h or "
+                    "1h/END, with ISO 8601 times in UTC "
+                    "(2024-05-01T10:00); a baseline may also be -1d (the "
+                    "window one day earlier).")
+    analyze.add_argument("--window", metavar="WINDOW",
+                         help="traces that started in WINDOW (default: "
+                              "every trace in the store)")
+    analyze.add_argument("--baseline", metavar="WINDOW",
+                         help="compare with the traces of this window")
+    analyze.add_argument("--root", metavar="PATTERN",
+                         help="only traces whose first span matches, e.g. "
+                              "'POST /v3/volumes' (a substring) or "
+                              "'wsgi GET /v2.1/servers/*' (a glob)")
+    analyze.add_argument("--service", metavar="NAME",
+                         help="only traces with a span of this service")
+    errors = analyze.add_mutually_exclusive_group()
+    errors.add_argument("--error", dest="error", action="store_const",
+                        const=True, help="only traces with an error")
+    errors.add_argument("--no-error", dest="error", action="store_const",
+                        const=False, help="only traces without errors")
+    analyze.add_argument("--rank", choices=("mean", "p50", "p90", "p99"),
+                         default="mean",
+                         help="with --baseline: rank the changes by their "
+                              "part in the change of the mean latency "
+                              "(default) or of the latency of the traces "
+                              "at a percentile")
+    formats = analyze.add_mutually_exclusive_group()
+    for fmt, help_text in (
+            ("text", "a text summary (default)"),
+            ("json", "every number as JSON"),
+            ("html", "one self-contained HTML page with plots")):
+        formats.add_argument("--" + fmt, dest="format", action="store_const",
+                             const=fmt, help=help_text)
+    analyze.add_argument("--out", metavar="FILE",
+                         help="write to FILE instead of stdout")
+    analyze.add_argument("--jobs", type=_positive, metavar="N",
+                         help="worker processes reading the store "
+                              "(default: up to 4, one for small windows)")
+    analyze.add_argument("--quiet", action="store_true",
+                         help="no progress line on stderr")
+    analyze.set_defaults(format="text", func=cmd_analyze, error=None)
+    _store_options(analyze)
+
+
+def _sampling_parser(commands):
+    from stacktrail.cmd import sampling
+    sampling.add_arguments(commands, cmd_sampling)
+
+
+def cmd_sampling(args):
+    """``stacktrail sampling show|set``: stacktrail.cmd.sampling."""
+    from stacktrail.cmd import sampling
+    try:
+        return sampling.run(args)
+    except sampling.SamplingError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _seconds(text):
@@ -513,14 +871,14 @@ def main(argv=None):
     logging setup is left alone."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    agent_status = args.command == "agent"
-    if extra and not agent_status:
+    agent_command = args.command == "agent"
+    if extra and not agent_command:
         parser.error("unrecognized arguments: %s" % " ".join(extra))
     if argv is None:
         _configure_logging(args.debug)
     try:
-        if agent_status:
-            return cmd_agent_status(args, extra)
+        if agent_command:
+            return cmd_agent(args, extra)
         return args.func(args)
     except CLIError as exc:
         print("%s: error: %s" % (PROG, exc), file=sys.stderr)
