@@ -110,6 +110,10 @@ def test_start_and_stop_are_logged_with_masked_stores(agents, workdir):
                    metrics_listen="127.0.0.1:%d" % harness.free_port(),
                    shutdown_timeout=0.5).start()
     from stacktrail import __version__
+    # written just after the sockets are bound, which start() waits for
+    harness.wait_for(lambda: any("listening on" in line
+                                 for line in agent.log_lines()),
+                     10, what="the agent's start line")
     start = [line for line in agent.log_lines() if "listening on" in line]
     assert len(start) == 1, agent.log_tail()
     assert __version__ in start[0] and agent.listen in start[0]

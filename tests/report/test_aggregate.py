@@ -3,6 +3,7 @@ Cinder volume creates whose answer is known: in the later window the
 volume service's database statements are planted 2 ms slower each."""
 
 import datetime
+import functools
 import json
 import random
 
@@ -111,8 +112,10 @@ def test_worker_processes_give_the_same_answer(store):
     def run(jobs):
         driver = base.get_driver(store)
         chosen = aggregate.select(driver.list_traces(), window)
-        scan = aggregate.Scan(lambda: base.get_driver(store), jobs=jobs,
-                              chunk=40)
+        # A picklable factory: workers are spawned, not forked, when the
+        # test process runs other threads.
+        scan = aggregate.Scan(functools.partial(base.get_driver, store),
+                              jobs=jobs, chunk=40)
         (stats, state), = scan.run([("window", chosen)], aggregate.Filter(),
                                    driver=driver)
         return aggregate.result(stats, window, aggregate.Filter(), state)
