@@ -184,9 +184,10 @@ context.writer_for = _writer_for
 
 
 def reset():
-    """Forget every activation (tests)."""
+    """Forget every activation and undo the adapters' wiring (tests)."""
     global _latest
     with _lock:
         _activations.clear()
         _latest = None
         policy_client.stop()
+        adapters.unwire_all()

@@ -132,6 +132,18 @@ def unwire(adapter):
         patcher.restore()
 
 
+def unwire_all():
+    """Undo every adapter's wiring, osprofiler's names included (tests:
+    ``runtime.reset``)."""
+    with _lock:
+        patchers = list(_wired.values())
+        _wired.clear()
+    for patcher in patchers:
+        patcher.restore()
+    from stacktrail.adapters import takeover
+    takeover.uninstall()
+
+
 def trace_cls_flag(name):
     """The flag gating osprofiler ``trace_cls(name)`` call sites (None:
     leave them untraced), as the wired adapters declare."""

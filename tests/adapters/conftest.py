@@ -8,7 +8,6 @@ from stacktrail import notifier
 from stacktrail import profiler
 from stacktrail import runtime
 from stacktrail import web
-from stacktrail.adapters import takeover
 from stacktrail.common import settings
 from stacktrail.common import sink
 from tests.integrations.conftest import KEY, Recorder  # noqa: F401
@@ -18,21 +17,13 @@ from tests.integrations.conftest import KEY, Recorder  # noqa: F401
 def clean_slate():
     yield
     profiler.clean()
-    for name in list(adapters._wired):
-        adapters.unwire(adapters._loaded.get(name) or _Named(name))
+    runtime.reset()     # unwires every adapter and the takeover
     adapters._loaded.clear()
-    takeover.uninstall()
-    runtime.reset()
     notifier.set(sink.NoopSink())
     notifier.clear_notifier_cache()
     web._ENABLED = None
     web._HMAC_KEYS = None
     settings.current = settings.Settings()
-
-
-class _Named:
-    def __init__(self, name):
-        self.name = name
 
 
 @pytest.fixture
