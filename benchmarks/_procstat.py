@@ -1,5 +1,5 @@
 """What the service benchmarks read about processes and the machine
-(``/proc``), and the small statistics they share."""
+(``/proc``), and the statistics and verdict lines they share."""
 
 import contextlib
 import os
@@ -34,3 +34,20 @@ def flush_redis(url):
         client = redis.Redis.from_url(url)
         client.flushdb()
         client.close()
+
+
+def verdicts(ratios, intervals, targets, width):
+    """Print each target's verdict (and osprofiler's ratio beside them);
+    True when every target holds."""
+    ok = True
+    for name, target in targets.items():
+        met = ratios[name] <= target
+        ok = ok and met
+        low, high = intervals[name]
+        print("%-*s ratio %.3f (target <= %s) %s  [95%% %.3f-%.3f]" % (
+            width, "%s p50 / off p50" % name, ratios[name], target,
+            "ok" if met else "MISSED", low, high))
+    print("%-*s ratio %.3f (for comparison)" % (
+        width, "osprofiler p50 / off p50", ratios["osprofiler"]))
+    print()
+    return ok

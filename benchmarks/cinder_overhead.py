@@ -100,7 +100,7 @@ from pathlib import Path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from _procstat import cpu_seconds, machine_busy, pct  # noqa: E402
+from _procstat import cpu_seconds, machine_busy, pct, verdicts  # noqa: E402
 from _procstat import flush_redis as _flush  # noqa: E402
 from tests import servers  # noqa: E402
 from tests.agent import harness  # noqa: E402
@@ -622,17 +622,7 @@ def report(service, args, configs, elapsed, busy_cores, agent_cpu,
             for p in service.phases)) for c in configs)
         + "  (%s)" % "/".join(service.phases))
     print()
-    ok = True
-    for name, target in TARGETS.items():
-        met = ratios[name] <= target
-        ok = ok and met
-        low, high = intervals[name]
-        print("%-30s ratio %.3f (target <= %s) %s  [95%% %.3f-%.3f]" % (
-            "%s p50 / off p50" % name, ratios[name], target,
-            "ok" if met else "MISSED", low, high))
-    print("%-30s ratio %.3f (for comparison)" % (
-        "osprofiler p50 / off p50", ratios["osprofiler"]))
-    print()
+    ok = verdicts(ratios, intervals, TARGETS, 30)
     n_ok, points, missing = checked
     osp_ok, osp_points, osp_missing = osp_checked
     print("triggered traces in the store: %d of %d; complete (2 wsgi, "

@@ -60,7 +60,7 @@ from pathlib import Path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from _procstat import cpu_seconds, machine_busy, pct  # noqa: E402
+from _procstat import cpu_seconds, machine_busy, pct, verdicts  # noqa: E402
 from _procstat import flush_redis as _flush  # noqa: E402
 from tests import servers  # noqa: E402
 from tests.agent import harness  # noqa: E402
@@ -305,17 +305,7 @@ def report(args, targets, elapsed, agent_cpu, status, received_before,
         "agent", " " * 59, agent_cpu / requests_per * 1e6,
         received / requests_per))
     print()
-    ok = True
-    for name, target in TARGETS.items():
-        met = ratios[name] <= target
-        ok = ok and met
-        low, high = intervals[name]
-        print("%-28s ratio %.3f (target <= %s) %s  [95%% %.3f-%.3f]" % (
-            "%s p50 / off p50" % name, ratios[name], target,
-            "ok" if met else "MISSED", low, high))
-    print("%-28s ratio %.3f (for comparison)" % (
-        "osprofiler p50 / off p50", ratios["osprofiler"]))
-    print()
+    ok = verdicts(ratios, intervals, TARGETS, 28)
     failed = {t.name: t.failures for t in targets if t.failures}
     print("failed requests: %d of %d" % (
         sum(len(f) for f in failed.values()), requests_per * len(targets)))

@@ -15,7 +15,6 @@ is this filter's ``wsgi`` span (``stacktrail.otel.owners``).
 import contextvars
 import logging
 import types
-import urllib.parse
 
 from stacktrail import profiler
 from stacktrail.common import context
@@ -33,7 +32,6 @@ X_TRACE_HMAC = propagation.X_TRACE_HMAC
 
 _ENABLED = None
 _HMAC_KEYS = None
-_SENSITIVE = redact.CONTAINS  # the list lives in common.redact
 _TRUE = ("1", "true", "yes", "on")
 _untraced = propagation.untraced
 _GeneratorType = types.GeneratorType

@@ -66,6 +66,7 @@ import struct
 import sys
 import urllib.parse
 
+from stacktrail.common import ids as ids_mod
 from stacktrail.drivers import codec
 
 MAGIC = b"STA1"      # version 1 frames (and the hello)
@@ -522,7 +523,7 @@ def _decode_ids(view, n, text):
         if type(table) is not list or len(table) != count or \
                 not all(_good_id(v) for v in table):
             raise ProtocolError("malformed", "bad id table")
-        texts = [_uuid_text(v) for v in table]
+        texts = [ids_mod.to_uuid(v) for v in table]
     else:
         if len(view) < _U32.size:
             raise ProtocolError("malformed", "short ids section")
@@ -538,14 +539,6 @@ def _decode_ids(view, n, text):
     if n and max(index) >= count:
         raise ProtocolError("malformed", "id index out of range")
     return texts, index
-
-
-def _uuid_text(value):
-    if type(value) is int:
-        h = "%032x" % value
-        return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20],
-                                   h[20:])
-    return value
 
 
 def uuid_texts(table):

@@ -259,24 +259,31 @@ class TailStage:
         self._emit(passing, keep)
 
     def _share(self, keep, undecided):
-        """Publish what we keep; keep what another agent kept."""
+        """Publish what we keep; keep what another agent kept.  Each step
+        on its own: a failed publish must not skip the lookup."""
+        mine = [b for b, h in keep if h.reason != "shared"]
+        if mine:
+            self._shared(self.decisions.publish, mine)
+        if undecided:
+            theirs = self._shared(self.decisions.kept,
+                                  [b for b, _ in undecided]) or ()
+            for base_id, held in list(undecided):
+                if base_id in theirs:
+                    held.reason = "shared"
+                    undecided.remove((base_id, held))
+                    keep.append((base_id, held))
+
+    def _shared(self, call, base_ids):
+        """``call(base_ids)`` on the shared store; None when unreachable."""
         try:
-            if keep:
-                self.decisions.publish([b for b, h in keep
-                                        if h.reason != "shared"])
-            if undecided:
-                theirs = self.decisions.kept([b for b, _ in undecided])
-                for base_id, held in list(undecided):
-                    if base_id in theirs:
-                        held.reason = "shared"
-                        undecided.remove((base_id, held))
-                        keep.append((base_id, held))
+            return call(base_ids)
         except Exception as exc:
             self.shared_errors += 1
             self._throttle.log(LOG, logging.WARNING, "shared",
                                "tail sampling: the shared decisions are "
                                "not reachable, deciding alone: %s",
                                logtext.one_line(exc))
+            return None
 
     def _remember(self, base_id, kept):
         self.decided[base_id] = kept

@@ -73,10 +73,7 @@ def _leading_run(records):
 def _run_batch(run):
     """The raw points of a run of records, in order: one ``points.Batch``
     (formatted from its columns) when every record is version 2."""
-    batches = [record.decoded.points() for record in run]
-    if all(b.__class__ is points.Batch for b in batches):
-        return points.Batch.concat(batches)
-    return [p for batch in batches for p in batch]
+    return points.Batch.concat([record.decoded.points() for record in run])
 
 
 def _point_for_letter(point):
@@ -294,8 +291,10 @@ class Writer:
             batch = _run_batch(run)
             try:
                 if len(batch) > skip:
+                    # A slice is a plain list: slice only when needed, so
+                    # that a whole ``points.Batch`` keeps its columns.
                     outcome = base.deliver(self._driver_for(origin),
-                                           batch[skip:])
+                                           batch[skip:] if skip else batch)
                     self._account(origin, outcome)
             except base.Interrupted as exc:   # part stored, then failed
                 self._account(origin, exc.outcome)

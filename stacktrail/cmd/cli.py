@@ -91,8 +91,13 @@ def connection_string(args, conf):
     return None
 
 
-
-
+def get_driver(conn_str, conf, timeout):
+    """The driver of ``conn_str``, its store calls bounded by ``timeout``."""
+    from stacktrail.drivers import base
+    try:
+        return base.get_driver(conn_str, conf=conf, store_timeout=timeout)
+    except TypeError:   # a third-party driver without **kwargs
+        return base.get_driver(conn_str, conf=conf)
 
 
 def open_driver(args):
@@ -107,11 +112,7 @@ def open_driver(args):
     where = logtext.mask_passwords(conn_str)
     timeout = getattr(args, "timeout", None) or DEFAULT_TIMEOUT
     try:
-        try:
-            return base.get_driver(conn_str, conf=conf,
-                                   store_timeout=timeout), where
-        except TypeError:   # a third-party driver without **kwargs
-            return base.get_driver(conn_str, conf=conf), where
+        return get_driver(conn_str, conf, timeout), where
     except base.DriverError as exc:
         raise CLIError(logtext.one_line(exc, with_type=False)) from None
     except Exception as exc:
@@ -372,7 +373,6 @@ def cmd_trace_list(args):
 
 def _list_bounds(args):
     """(since_us, until_us, min_duration_us) of ``trace list``'s options."""
-    import time
     from stacktrail.report import aggregate
 
     now_us = int(time.time() * 1_000_000)
@@ -500,14 +500,10 @@ def render_report(report, fmt, show_noise=False):
 
 def worker_driver(conn_str, config_files, timeout, debug=False):
     """A driver for a worker process of ``analyze`` (its own connection)."""
-    from stacktrail.drivers import base
     if not debug:
         _configure_logging(False)
     conf = load_config(config_files) if config_files else None
-    try:
-        return base.get_driver(conn_str, conf=conf, store_timeout=timeout)
-    except TypeError:   # a third-party driver without **kwargs
-        return base.get_driver(conn_str, conf=conf)
+    return get_driver(conn_str, conf, timeout)
 
 
 class Progress:

@@ -153,11 +153,6 @@ def clean_tracestate(text):
     return state or None
 
 
-def valid_tracestate(text):
-    """The tracestate to pass on, or None (``clean_tracestate``)."""
-    return clean_tracestate(text)
-
-
 def _sendable(value):
     """Text that is valid in an HTTP header and an RPC context: printable
     ASCII, no CR/LF.  A last check on what we send, never on input."""

@@ -19,6 +19,7 @@ import threading
 
 from stacktrail import profiler
 from stacktrail.common import context
+from stacktrail.common import propagation
 
 LOG = logging.getLogger("stacktrail.integrations")
 
@@ -35,6 +36,12 @@ _emitting = context.emitting
 def active():
     """True when a trace is open here and no notifier is writing."""
     return _current.get() is not None and not _emitting.get()
+
+
+def carries_untraced():
+    """True when a request not traced here has a W3C context to pass on
+    (``propagation.untraced``) and no notifier is writing."""
+    return propagation.untraced.get() is not None and not _emitting.get()
 
 
 # Several services in one process (functional tests, all-in-one nodes):

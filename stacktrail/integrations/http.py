@@ -23,14 +23,11 @@ from urllib import parse
 
 from requests import adapters
 
-from stacktrail.common import context
 from stacktrail.common import kinds
 from stacktrail.common import propagation
 from stacktrail.integrations import _base
 
 NAME = "http"
-_untraced = propagation.untraced
-_emitting = context.emitting
 _MARK = "_stacktrail_traced"
 _PORTS = {"http": 80, "https": 443}
 
@@ -52,7 +49,7 @@ def _traced_send(original, show_query=False):
         if getattr(request, _MARK, False):
             return original(self, request, *args, **kwargs)
         if not _base.active():
-            if _untraced.get() is not None and not _emitting.get():
+            if _base.carries_untraced():
                 # A request not traced here: pass its W3C context on.
                 _base.guard("http", _carry, request)
             return original(self, request, *args, **kwargs)

@@ -101,8 +101,7 @@ def inject(ctxt, signed=None):
 def _carrying():
     """True when sending should write something: a trace, or the W3C
     context of an untraced request."""
-    return _base.active() or (propagation.untraced.get() is not None and
-                              not context.emitting.get())
+    return _base.active() or _base.carries_untraced()
 
 
 def carries_trace(ctxt):

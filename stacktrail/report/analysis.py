@@ -153,19 +153,6 @@ def _is_db(info):
     return start.__class__ is dict and kinds.of(start) is kinds.DB
 
 
-def noise_of(info):
-    """("transaction" or "ping", direction) of a report node's info when
-    the span is a transaction statement or a ping, else None.  Direction
-    says which neighbour takes its time: +1 the next, -1 the previous."""
-    detail = info.get("detail")
-    if not detail or detail.__class__ is not str:
-        return None
-    found = _noise_detail(detail)
-    if found is None or not _is_db(info):
-        return None
-    return found
-
-
 # --- done times --------------------------------------------------------------
 
 def _done_times(nodes_postorder):
@@ -270,7 +257,7 @@ def critical_path(report, done=None, noise=None):
     stack = [[report, _by_done(report, done), end, first, -1, None, None]]
     while stack:
         frame = stack[-1]
-        node, kids, limit, low, depth, entry, after = frame
+        node, kids, limit, low, depth, entry, _ = frame
         for child in kids:
             info = child["info"]
             start = info["started_us"]
@@ -353,10 +340,6 @@ def _gap(frame, low, high):
 def _by_done(node, done):
     return iter(sorted(node["children"], key=lambda c: done[id(c)],
                        reverse=True))
-
-
-def _time_order(entry):
-    return (entry["started_us"], entry["depth"])
 
 
 def _fold(path, parents, noisy):

@@ -64,7 +64,7 @@ def render(report, show_noise=False):
     ]
     ids = {}
     for node, _ in analysis.walk(report):
-        if _left_out(node, show_noise):
+        if text.hidden(node, show_noise):
             continue
         name = ids[id(node)] = "n%d" % len(ids)
         out.append("  %s [%s];" % (name, _attrs(node["info"])))
@@ -87,8 +87,3 @@ def render(report, show_noise=False):
                                      if style else ""))
     out.append("}")
     return "\n".join(out) + "\n"
-
-
-def _left_out(node, show_noise):
-    return (not show_noise and node["info"].get("noise")
-            and not node["children"])

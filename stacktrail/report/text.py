@@ -79,8 +79,9 @@ def _flags(info, parent=None):
     return "  ".join(flags)
 
 
-def _hidden(node, show_noise):
-    """A noise leaf (BEGIN, COMMIT, a ping) the tree leaves out."""
+def hidden(node, show_noise):
+    """A noise leaf (BEGIN, COMMIT, a ping) the text tree and the DOT graph
+    leave out."""
     return (not show_noise and node["info"].get("noise")
             and not node.get("children"))
 
@@ -93,7 +94,7 @@ def _tree_lines(report, show_noise=False):
     stack = []
 
     def push(children, inner, parent):
-        shown = [c for c in children if not _hidden(c, show_noise)]
+        shown = [c for c in children if not hidden(c, show_noise)]
         for i, child in reversed(list(enumerate(shown))):
             last = i == len(shown) - 1
             stack.append((child, inner + ("└─ " if last else "├─ "),

@@ -24,42 +24,7 @@ notification (Cinder's test base keeps every notification in memory; a
 look every 2 ms costs microseconds), then asks the API, polling until it
 agrees (one GET, normally).  ``STACKTRAIL_BENCH_WAIT=poll`` polls the API only.
 
-Environment:
-
-* ``STACKTRAIL_BENCH_DURATIONS`` (required): a file that gets one JSON line
-  per counted lifecycle, ``{"total": s, "post": s, "available": s,
-  "delete": s, "gone": s, "cpu": s, "main_cpu": s, "gets": n,
-  "gc": [s, s, s]}``: seconds
-  from the POST's start to the end of each phase (``total`` is ``gone``),
-  the CPU time the process spent meanwhile, all its threads (``cpu``) and
-  the main thread alone (``main_cpu``: the eventlet hub, where every
-  service and the client run; the rest is other OS threads, e.g. a
-  flusher), the number of status GETs, and the seconds spent in the
-  garbage collector by generation (``gc``: [gen0, gen1, gen2]);
-* ``STACKTRAIL_BENCH_ITERATIONS`` (default 10): counted lifecycles, back
-  to back (without ``STACKTRAIL_BENCH_CONTROL``);
-  ``STACKTRAIL_BENCH_WARMUP`` (default 2): lifecycles run first and not
-  written (the first requests of a process fill caches);
-* ``STACKTRAIL_BENCH_WAIT``: ``notification`` (default) or ``poll``, above;
-  ``STACKTRAIL_BENCH_POLL`` (default 0.005): seconds between two status
-  GETs;
-* ``STACKTRAIL_BENCH_RPC_POLL`` (default 0.002): the longest pause of the
-  fake RPC transport's listeners between two looks at their queues.
-  oslo.messaging's fake driver (the harness's transport) sleeps 50 ms
-  there, so each of the lifecycle's three casts waits 0-50 ms for the next
-  look: the lifecycle's time then moves in steps of ~50 ms whatever the
-  work, and a difference of a few ms is lost in them.  ``0.05`` keeps the
-  harness as shipped;
-* ``STACKTRAIL_BENCH_CONTROL``: a directory holding two FIFOs, ``go``
-  and ``done``, for taking turns with other processes (see ``Turns``);
-  unset, the counted lifecycles run back to back;
-* ``STACKTRAIL_BENCH_SIGN``: unset, every request is unsigned; ``stacktrail``
-  or ``osprofiler``, the POST and the DELETE of each lifecycle carry the
-  ``X-Trace-Info``/``X-Trace-HMAC`` headers of a new trace made by that
-  library's ``profiler.init(STACKTRAIL_BENCH_KEY)`` and
-  ``web.get_trace_id_headers()`` (the bytes are the same for both), made
-  before the lifecycle's clock starts; the status GETs are never signed.
-  Each trace id goes to the file ``STACKTRAIL_BENCH_IDS``, one per line.
+Environment: see ``in_service.bench``.
 
 Nothing of stacktrail or osprofiler is imported unless signing asks for it,
 so the same test runs with tracing off, armed, triggered or osprofiler's.
