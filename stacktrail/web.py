@@ -88,6 +88,19 @@ def request_info(environ):
     return kinds.WSGI.start_info(request)
 
 
+def _nothing_asks(environ):
+    """True when nothing can start a trace for this request: no trigger
+    header and no head sampling.  Most requests of an armed service are
+    such; this check spares them the header parsing of
+    ``propagation.start_from_headers`` (whose outcome for them is the
+    same: not traced, a new W3C context to pass on)."""
+    live = settings.current
+    return (live.sampling_rate <= 0 and live.policy is None
+            and "HTTP_X_TRACE_INFO" not in environ
+            and "HTTP_X_TRACE_HMAC" not in environ
+            and "HTTP_TRACEPARENT" not in environ)
+
+
 class WsgiMiddleware:
     """Traces requests that carry a valid trigger; serves every request.
 
@@ -176,9 +189,13 @@ class WsgiMiddleware:
         request still joins its caller's trace, so its other spans (storage,
         RPC) hang under the caller's span.
         """
-        keys = _HMAC_KEYS or self.hmac_keys
         if self.service:
             context.writer.set(context.writer_of(self.service))
+        if _nothing_asks(environ):
+            if "w3c" in settings.current.propagation:
+                _untraced.set(propagation.W3CContext())
+            return None
+        keys = _HMAC_KEYS or self.hmac_keys
 
         def header(name):
             return environ.get("HTTP_" + name.upper().replace("-", "_"))

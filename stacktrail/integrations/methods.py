@@ -21,6 +21,7 @@ Recorded: the qualified method name; arguments only with ``show_args``
 
 import inspect
 import os
+import types
 
 from stacktrail import profiler
 from stacktrail.common import context
@@ -28,6 +29,7 @@ from stacktrail.common import wrappers
 from stacktrail.integrations import _base
 
 _current = context.current
+_GeneratorType = types.GeneratorType
 _OBJECT_ATTR = "_stacktrail_traced_methods"
 _OSPROFILER_FILE = os.path.join("osprofiler", "profiler.py")
 
@@ -84,7 +86,7 @@ def traced(fn, name, qualname=None, gate=always, info=None,
         except BaseException as exc:
             _stop(frame, _base.guard(name, profiler.error_info, exc))
             raise
-        if inspect.isgenerator(result):
+        if type(result) is _GeneratorType:
             _current.set(frame.parent)  # open until the generator ends
             return _spanned(result, frame)
         _stop(frame, None)

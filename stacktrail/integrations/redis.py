@@ -15,6 +15,7 @@ import redis
 import redis.asyncio.client as aclient
 import redis.client as sclient
 
+from stacktrail.common import context
 from stacktrail.common import kinds
 from stacktrail.integrations import _base
 
@@ -24,6 +25,9 @@ _MAX_NAMES = 20
 # per-client wrapper over the patched class, a pipeline's immediate
 # command) must not record it again.
 _inside = contextvars.ContextVar("stacktrail_redis", default=False)
+# The trace open here, if any: read first by every command, so that an
+# untraced one costs a single lookup.
+_traced_here = context.current.get
 
 # Commands whose arguments are all keys, and those without keys.
 _ALL_KEYS = frozenset(("MGET", "DEL", "UNLINK", "EXISTS", "TOUCH", "WATCH",
@@ -37,16 +41,25 @@ _NUMKEYS = frozenset(("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL",
                       "FCALL_RO"))
 
 
+_NAMES = {}   # command as redis-py got it -> its upper-case text
+
+
 def _name(args):
     name = args[0] if args else ""
-    if isinstance(name, bytes):
-        name = name.decode("ascii", "replace")
-    return str(name).upper()
+    try:
+        return _NAMES[name]
+    except (KeyError, TypeError):
+        pass
+    text = name.decode("ascii", "replace") if isinstance(name, bytes) \
+        else str(name)
+    if type(name) in (str, bytes) and len(_NAMES) < 1000:
+        _NAMES[name] = text.upper()   # a few dozen commands in practice
+    return text.upper()
 
 
-def key_count(args):
+def key_count(args, name=None):
     """How many keys a command names (an estimate for exotic commands)."""
-    name = _name(args)
+    name = name or _name(args)
     rest = len(args) - 1
     if name in _NO_KEYS or rest <= 0:
         return 0
@@ -63,8 +76,9 @@ def key_count(args):
 
 
 def _command_info(client, args):
-    return kinds.DB.start_info({"system": "redis", "command": _name(args),
-                                "keys": key_count(args),
+    name = _name(args)
+    return kinds.DB.start_info({"system": "redis", "command": name,
+                                "keys": key_count(args, name),
                                 "db": _db_of(client)})
 
 
@@ -106,6 +120,8 @@ def _traced(original, info_fn):
     """Sync wrapper of a client method; ``info_fn(client, args)``."""
     @functools.wraps(original)
     def wrapper(self, *args, **kwargs):
+        if _traced_here() is None:  # the common case: one lookup, the call
+            return original(self, *args, **kwargs)
         handle, token = _begin(info_fn, self, args)
         if handle is None:
             return original(self, *args, **kwargs)
@@ -123,6 +139,8 @@ def _traced_async(original, info_fn):
     """asyncio wrapper: the same, awaited."""
     @functools.wraps(original)
     async def wrapper(self, *args, **kwargs):
+        if _traced_here() is None:
+            return await original(self, *args, **kwargs)
         handle, token = _begin(info_fn, self, args)
         if handle is None:
             return await original(self, *args, **kwargs)
