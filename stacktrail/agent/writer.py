@@ -43,9 +43,8 @@ from stacktrail.drivers import base
 
 LOG = logging.getLogger(__name__)
 
-LIVE_RECORDS = 2048
-# Points decoded records may hold in a writer's live queue; past it the
-# oldest are forgotten there (they stay in the spool and are read back
+# Points decoded records may hold in a writer's live queue; past it new
+# records are not kept there (they stay in the spool and are read back
 # when their turn comes), so memory is bounded whatever the input rate.
 LIVE_POINTS = 100_000
 MAX_ORIGINS = 256
@@ -145,10 +144,13 @@ class Writer:
     def offer(self, record):
         live = self.live
         with self._live_lock:
-            live.append(record)
-            self._live_points += record.n_points
-            while self._live_points > self.live_points and len(live) > 1:
-                self._live_points -= live.popleft().n_points
+            # Full: the record waits in the spool alone.  Not the oldest
+            # forgotten instead: the writer takes those first, and would
+            # read (and decode) every record back from disk once behind.
+            if not live or self._live_points + record.n_points <= \
+                    self.live_points:
+                live.append(record)
+                self._live_points += record.n_points
         if not self._wake.is_set():
             self._wake.set()
 

@@ -389,15 +389,15 @@ def points_json(batch, host, project, service):
     return out
 
 
-_COLUMN_MESSAGE = ('{"name":%s,"base_id":"%s","trace_id":"%s",'
-                   '"parent_id":"%s","timestamp":"%s.%06d","info":%s')
-_SECONDS = {}           # second -> "%Y-%m-%dT%H:%M:%S" text (naive UTC)
+_NS_PER_US = 1000
+_US_PER_S = 1_000_000
+_SECONDS = {}           # second -> "%Y-%m-%dT%H:%M:%S." text (naive UTC)
 _SECONDS_MAX = 100_000
-_NS_PER_S = 1_000_000_000
 
 
 def second_texts(seconds):
-    """The timestamp text of each second of ``seconds`` (a list)."""
+    """The timestamp text of each second of ``seconds`` (a list), up to
+    and with its decimal point."""
     cache = _SECONDS
     missing = set(seconds).difference(cache)
     if missing:
@@ -406,7 +406,7 @@ def second_texts(seconds):
             missing = set(seconds)
         strftime, gmtime = time.strftime, time.gmtime
         for second in missing:
-            cache[second] = strftime("%Y-%m-%dT%H:%M:%S", gmtime(second))
+            cache[second] = strftime("%Y-%m-%dT%H:%M:%S.", gmtime(second))
     return map(cache.__getitem__, seconds)
 
 
@@ -414,41 +414,41 @@ def info_texts(infos, host):
     """JSON text of each info (dict or None, plain JSON data) with
     ``host`` added when it has none, as the osprofiler message holds it."""
     from stacktrail.drivers import codec
-    dumps = codec.dumps
     host_item = ',"host":%s}' % _to_json(host)
     host_only = '{"host":%s}' % _to_json(host)
-    out = []
-    append = out.append
-    for info in infos:
-        if not info:
-            append(host_only)
-        elif "host" in info:
-            append(dumps(info))
-        else:
-            text = dumps(info)
-            # "{}" when every key was one JSON cannot hold (left out)
-            append(host_only if text == "{}" else text[:-1] + host_item)
-    return out
+    # "{}" when every key was one JSON cannot hold (left out)
+    return [host_only if not info or text == "{}" else
+            text if "host" in info else text[:-1] + host_item
+            for info, text in zip(infos, codec.dumps_each(infos))]
 
 
 def columns_json(columns, host, project, service):
     """The JSON message of each point of a batch given as columns (see
     ``points.Batch``): the same fields, order and values as
-    ``points_json``; info text may be written by the compiled codec."""
+    ``points_json``; info text may be written by the compiled codec.
+
+    Each message is joined from its pieces (``str.join`` is several times
+    cheaper than a %-template of eight fields); the ids are UUID text or
+    text already checked to need no escaping (``protocol``).
+    """
     names, phases, bases, parents, traces, times, infos = columns
-    suffixed = {name: (_quote(name + "-start"), _quote(name + "-stop"))
-                for name in set(names)}
-    qnames = map(operator.getitem, map(suffixed.__getitem__, names), phases)
-    seconds = list(map(operator.floordiv, times,
-                       itertools.repeat(_NS_PER_S)))
-    micros = map(operator.mod,
-                 map(operator.floordiv, times, itertools.repeat(1000)),
-                 itertools.repeat(1_000_000))
-    template = _COLUMN_MESSAGE + (',"project":%s,"service":%s}' % (
-        _to_json(project), _to_json(service))).replace("%", "%%")
-    return list(map(template.__mod__, zip(
-        qnames, bases, traces, parents, second_texts(seconds), micros,
-        info_texts(infos, host))))
+    repeat = itertools.repeat
+    # '{"name":"<name>-start","base_id":"' and its -stop twin, per name
+    heads = {name: tuple('{"name":%s,"base_id":"' % _quote(name + suffix)
+                         for suffix in points.SUFFIX)
+             for name in set(names)}
+    micros = list(map(operator.floordiv, times, repeat(_NS_PER_US)))
+    seconds = list(map(operator.floordiv, micros, repeat(_US_PER_S)))
+    fractions = map(str.zfill, map(str, map(
+        operator.mod, micros, repeat(_US_PER_S))), repeat(6))
+    tail = ',"project":%s,"service":%s}' % (_to_json(project),
+                                            _to_json(service))
+    return list(map("".join, zip(
+        map(operator.getitem, map(heads.__getitem__, names), phases),
+        bases, repeat('","trace_id":"'), traces,
+        repeat('","parent_id":"'), parents, repeat('","timestamp":"'),
+        second_texts(seconds), fractions, repeat('","info":'),
+        info_texts(infos, host), repeat(tail))))
 
 
 def require(module, extra):
