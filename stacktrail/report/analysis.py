@@ -445,13 +445,15 @@ def self_time_us(node):
     return max(0, end - start - covered_us(start, end, intervals))
 
 
-def _folded_self(parents, noise):
+def _folded_self(parents, noise, ordered=False):
     """{id(node): self time of the noise spans folded into it};
-    ``parents`` are the nodes with noise children."""
+    ``parents`` are the nodes with noise children, whose children are
+    in time order when ``ordered`` (a built report's are)."""
     extra = {}
     for node in parents:
-        children = sorted(node["children"],
-                          key=lambda c: c["info"]["started_us"])
+        children = node["children"]
+        if not ordered:
+            children = sorted(children, key=_started)
         targets = _fold_targets(
             children, [noise.get(id(c)) for c in children],
             [c["info"].get("name") for c in children])
@@ -487,6 +489,10 @@ def _first(item):
     return item[0]
 
 
+def _started(node):
+    return node["info"]["started_us"]
+
+
 def top_self_time(report, limit=TOP_SELF_TIME):
     """The spans with the most self time; sets ``info["self_us"]`` on all
     and clears ``info["critical"]`` (critical_path sets it again)."""
@@ -513,14 +519,15 @@ def annotate(report, scored=None):
 
     ``scored``, from ``tree.build``, is (self_us, depth, node) for every
     span, parents first, whose ``*_us``, ``self_us`` and ``critical`` are
-    already set.
+    already set, and whose children are in time order.
     """
-    if scored is None:
+    built = scored is not None
+    if not built:
         normalize(report)
         scored = _score(report)
     done, noise, parents = _done_times(
         [node for _, _, node in reversed(scored)])
-    folded = _folded_self(parents, noise)
+    folded = _folded_self(parents, noise, ordered=built)
     report["top_self_time"] = rank_self_time(report, scored, noise=noise,
                                              folded=folded)
     report["critical_path"] = critical_path(report, done, noise)

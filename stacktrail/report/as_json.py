@@ -4,16 +4,29 @@
 the pure-Python encoder, whose generators pass every chunk up through each
 level: a trace nested a few hundred spans deep fails with RecursionError
 (after seconds of quadratic work).  ``dumps_deep`` writes the same text
-with a loop and an explicit stack, in linear time (faster than
-``json.dumps(indent=2)`` on flat reports too), at any depth; past
-MAX_INDENT_LEVELS levels the indentation stops growing so that the output
-stays linear in size.
+with a loop and an explicit stack, in linear time, at any depth; past
+SPINE_INDENT_LEVELS levels of nodes the indentation stops growing so that
+the output stays linear in size.  With the compiled codec (orjson, the
+``fast`` extra) each node but its children is written by one call of it.
 """
 
 import json
 from json import encoder as _encoder
+import re
 
+from stacktrail.drivers import codec
+
+# The key whose values ``dumps_deep`` walks itself (a node's children):
+# only these nest as deep as the trace.
+SPINE_KEY = "children"
+# Deep traces: the nodes' indentation stops growing at this level, so that
+# the output stays linear in size (and not mostly blanks); no line is
+# indented deeper than MAX_INDENT_LEVELS.
+SPINE_INDENT_LEVELS = 12
 MAX_INDENT_LEVELS = 40
+# (indent, separators) the compiled codec writes: json.dumps(indent=2)'s
+# and the compact one.
+_FAST_LAYOUTS = ((2, (",", ": ")), (None, (",", ":")))
 _CONTAINERS = (dict, list, tuple)
 _quote = _encoder.encode_basestring_ascii
 
@@ -68,62 +81,172 @@ def _key(key):
 
 def dumps_deep(value, indent=None, separators=None, default=str):
     """``json.dumps(value, indent=..., separators=..., default=...)``
-    without recursion: any nesting depth, linear time.  Indentation is
-    capped at MAX_INDENT_LEVELS levels."""
+    without recursion: any nesting depth, linear time.
+
+    The spine (the top value, lists in it and the values under SPINE_KEY:
+    a report's nodes and their children lists) is walked here, and its
+    indentation stops growing at SPINE_INDENT_LEVELS; the values hanging
+    off it are indented from there, up to MAX_INDENT_LEVELS in all.  Those
+    values (a span's info, the stats, the critical path) are shallow: when
+    the compiled codec is on and writes the layout asked for, each goes to
+    it in one call (a node with all but its children); what it refuses is
+    walked here."""
     if separators is None:
         separators = (",", ": ") if indent is not None else (", ", ": ")
-    item_sep, key_sep = separators
     if not isinstance(value, _CONTAINERS):
         return _scalar(value, default)
-    pads = {}
+    return _Writer(indent, separators, default).write(value)
 
-    def pad(depth):
-        text = pads.get(depth)
+
+class _Writer:
+    """One ``dumps_deep`` call: the text so far and the open containers."""
+
+    def __init__(self, indent, separators, default):
+        self.indent = indent
+        self.item_sep, self.key_sep = separators
+        self.default = default
+        self.fast = codec.FAST and (indent, separators) in _FAST_LAYOUTS
+        self.parts = []
+        self.stack = []
+        self.active = set()     # ids of the open containers: cycles
+        self.pads = {}
+        self.heads = {}         # (key, line) -> the text before its value
+        self.capped = {}        # room -> (the pad at the cap, its regex)
+
+    def pad(self, level):
+        text = self.pads.get(level)
         if text is None:
-            text = pads[depth] = "\n" + " " * (
-                indent * min(depth, MAX_INDENT_LEVELS))
+            text = self.pads[level] = (
+                "" if self.indent is None else
+                "\n" + " " * (self.indent * level))
         return text
 
-    parts = []
-    append = parts.append
-    active = set()
+    def head(self, key, line):
+        text = self.heads.get((key, line))
+        if text is None:
+            text = self.heads[key, line] = line + _key(key) + self.key_sep
+        return text
 
-    def open_(container, depth):
-        if id(container) in active:
+    def open(self, container, level, spine, owner=None, after=""):
+        """Start a container at an indentation level; ``owner`` is the
+        node whose children it holds, ``after`` the text that ends it."""
+        if id(container) in self.active:
             raise ValueError("Circular reference detected")
-        active.add(id(container))
+        self.active.add(id(container))
         is_dict = isinstance(container, dict)
-        append("{" if is_dict else "[")
+        self.parts.append("{" if is_dict else "[")
         items = iter(container.items()) if is_dict else iter(container)
-        return [items, is_dict, depth, True, container]
+        # Nodes in a children list stop moving right at the spine's cap.
+        cap = SPINE_INDENT_LEVELS if spine and not is_dict \
+            else MAX_INDENT_LEVELS
+        self.stack.append([items, is_dict, level, True, container, spine,
+                           min(level + 1, cap), owner, after])
 
-    stack = [open_(value, 0)]
-    while stack:
-        frame = stack[-1]
-        items, is_dict, depth, first, container = frame
-        try:
-            item = next(items)
-        except StopIteration:
-            stack.pop()
-            active.discard(id(container))
-            if indent is not None and not first:
-                append(pad(depth))
-            append("}" if is_dict else "]")
-            continue
-        if not first:
-            append(item_sep)
-        frame[3] = False
-        if indent is not None:
-            append(pad(depth + 1))
-        if is_dict:
-            key, item = item
-            append(_key(key))
-            append(key_sep)
-        if isinstance(item, _CONTAINERS):
-            if not item:
-                append("{}" if isinstance(item, dict) else "[]")
+    def write(self, value):
+        append = self.parts.append
+        item_sep, default, pad = self.item_sep, self.default, self.pad
+        fast = self.fast
+        self.open(value, 0, True)
+        stack = self.stack
+        while stack:
+            frame = stack[-1]
+            items, is_dict, level, first, container, spine, inner = frame[:7]
+            line = pad(inner)
+            # The items of this container up to the next one to walk.
+            for item in items:
+                if first:
+                    first = False
+                else:
+                    append(item_sep)
+                if is_dict:
+                    key, item = item
+                    append(self.head(key, line))
+                else:
+                    append(line)
+                cls = item.__class__
+                if cls is str:
+                    append(_quote(item))
+                elif cls is not dict and cls is not list and not isinstance(
+                        item, _CONTAINERS):
+                    append(_scalar(item, default))
+                elif not item:
+                    append("{}" if isinstance(item, dict) else "[]")
+                elif not fast:
+                    frame[3] = False
+                    self.open(item, inner,
+                              spine and (not is_dict or key == SPINE_KEY))
+                    break
+                elif not spine:
+                    frame[3] = False
+                    self.open(item, inner, False)
+                    break
+                elif is_dict and key != SPINE_KEY:
+                    text = self.encode(item, inner)
+                    if text is None:
+                        frame[3] = False
+                        self.open(item, inner, False)
+                        break
+                    append(text)
+                elif not is_dict and self.node(item, inner):
+                    if stack[-1] is not frame:
+                        frame[3] = False
+                        break
+                else:
+                    frame[3] = False
+                    self.open(item, inner, True)
+                    break
             else:
-                stack.append(open_(item, depth + 1))
-        else:
-            append(_scalar(item, default))
-    return "".join(parts)
+                stack.pop()
+                self.active.discard(id(container))
+                if not first:
+                    append(pad(level))
+                append("}" if is_dict else "]")
+                if frame[7] is not None:
+                    self.active.discard(id(frame[7]))
+                    append(frame[8])
+        return "".join(self.parts)
+
+    def node(self, node, level):
+        """Write a node of a children list but its children through the
+        codec in one call, and open its children list when it has some;
+        False when it is not a dict whose last key is SPINE_KEY holding a
+        list, or the codec refuses the rest."""
+        if node.__class__ is not dict or len(node) < 2:
+            return False
+        last = next(reversed(node))
+        kids = node[last]
+        if last != SPINE_KEY or kids.__class__ is not list:
+            return False
+        if id(node) in self.active:
+            raise ValueError("Circular reference detected")
+        rest = node.copy()
+        del rest[last]
+        text = self.encode(rest, level)
+        if text is None:
+            return False
+        end = self.pad(level) + "}"   # the codec's text ends so
+        self.parts.append(text[:-len(end)] + self.item_sep
+                          + self.head(last, self.pad(level + 1)))
+        if not kids:
+            self.parts.append("[]" + end)
+            return True
+        self.active.add(id(node))
+        self.open(kids, level + 1, True, owner=node, after=end)
+        return True
+
+    def encode(self, value, level):
+        """The compiled codec's text of a container at an indentation
+        level, its lines capped as the walk caps them; None when the
+        codec refuses it."""
+        text = codec.dumps_text(value, self.default, self.indent is not None)
+        if text is None or self.indent is None:
+            return text
+        room = MAX_INDENT_LEVELS - level   # levels left for its lines
+        cap = self.capped.get(room)
+        if cap is None:
+            cap = self.capped[room] = (
+                "\n" + "  " * room, re.compile("\n {%d,}" % (2 * room + 1)))
+        if cap[0] + " " in text:  # rare: a value nested that deep
+            # JSON text has no raw newline but between lines.
+            text = cap[1].sub(cap[0], text)
+        return text.replace("\n", self.pad(level)) if level else text

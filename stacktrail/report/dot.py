@@ -33,7 +33,7 @@ def _label(info):
     if info.get("open"):
         lines.append("open: no stop recorded")
     # Join before quoting so the line breaks become DOT's \n escape.
-    return quote("\n".join(text.clean(line) for line in lines))
+    return quote("\n".join(map(text.clean, lines)))
 
 
 def _attrs(info):
@@ -63,16 +63,16 @@ def render(report, show_noise=False):
             text.fmt_us(info.get("response_us")))),
     ]
     ids = {}
+    shown = []
     for node, _ in analysis.walk(report):
         if text.hidden(node, show_noise):
             continue
         name = ids[id(node)] = "n%d" % len(ids)
+        shown.append((name, node))
         out.append("  %s [%s];" % (name, _attrs(node["info"])))
     edges = [("root", None, child) for child in report.get("children", [])]
-    for node, _ in analysis.walk(report):
-        if id(node) in ids:
-            edges.extend((ids[id(node)], node, child)
-                         for child in node["children"])
+    for name, node in shown:
+        edges.extend((name, node, child) for child in node["children"])
     for parent, parent_node, child in edges:
         if id(child) not in ids:
             continue

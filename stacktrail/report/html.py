@@ -12,6 +12,7 @@ import json
 import pathlib
 import re
 
+from stacktrail.drivers import codec
 from stacktrail.report import aggregate
 from stacktrail.report import as_json
 from stacktrail.report import text
@@ -20,18 +21,29 @@ ASSETS = pathlib.Path(__file__).with_name("assets")
 _SLOT = re.compile(r"/\*STACKTRAIL_(CSS|JS|DATA|NOISE)\*/")
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
                  "\u2028": "\\u2028", "\u2029": "\\u2029"}
-_JSON_UNSAFE = re.compile("[<>&\u2028\u2029]")
 
 
 def embed_json(value):
     """JSON text that is inert inside an HTML script element (any depth:
     a trace nested thousands of spans deep is written without
     recursion)."""
-    try:
-        dumped = json.dumps(value, default=str, separators=(",", ":"))
-    except RecursionError:
+    # One call to the compiled codec, unless it is off or refuses the
+    # value (nested deeper than it goes); then the stdlib's, which
+    # recurses further but is slower than dumps_deep with the compiled
+    # codec; what both refuse (a key JSON has no text for) is walked.
+    dumped = codec.dumps_text(value, str)
+    if dumped is None and not codec.FAST:
+        try:
+            dumped = json.dumps(value, default=str, separators=(",", ":"))
+        except (RecursionError, TypeError):
+            pass
+    if dumped is None:
         dumped = as_json.dumps_deep(value, separators=(",", ":"))
-    return _JSON_UNSAFE.sub(lambda m: _JSON_ESCAPES[m.group()], dumped)
+    # Outside strings JSON has none of these: escape them all.
+    for char, escape in _JSON_ESCAPES.items():
+        if char in dumped:
+            dumped = dumped.replace(char, escape)
+    return dumped
 
 
 def _asset(name):

@@ -25,6 +25,7 @@ import collections
 import contextlib
 import datetime
 import gc
+import operator
 import time
 
 from stacktrail.report import analysis
@@ -91,13 +92,22 @@ def format_time_us(us):
                         micros)
 
 
+_POINT_NAMES = {}  # full point name -> span name
+
+
 def _point_name(full):
     """"db-query" from "db-query-start" or "db-query-stop": the whole name,
     where osprofiler keeps only what precedes the first "-"."""
-    for suffix in ("-start", "-stop"):
-        if full.endswith(suffix):
-            return full[:-len(suffix)]
-    return full
+    name = _POINT_NAMES.get(full)
+    if name is None:
+        name = full
+        for suffix in ("-start", "-stop"):
+            if full.endswith(suffix):
+                name = full[:-len(suffix)]
+        if len(_POINT_NAMES) > 10_000:
+            _POINT_NAMES.clear()
+        _POINT_NAMES[full] = name
+    return name
 
 
 def _collect(messages):
@@ -118,17 +128,18 @@ def _collect(messages):
                 raise ValueError
             ts = cache[stamp[:19]] + int(stamp[20:])
             name = msg["name"]
-            trace_id = msg["trace_id"]
             # osprofiler's rule: a name ending in "stop" is a stop,
             # anything else a start.
             is_stop = name.endswith("stop")
+            trace_id = msg["trace_id"]
+            span = spans.get(trace_id)
         except Exception:
             parsed = _parse_slowly(msg)
             if parsed is None:
                 ignored += 1
                 continue
             name, trace_id, ts, is_stop = parsed
-        span = spans.get(trace_id)
+            span = spans.get(trace_id)
         if span is None:
             span = spans[trace_id] = _Span(trace_id, msg.get("parent_id"),
                                            _point_name(name))
@@ -235,6 +246,8 @@ def _repair_times(order, trace_end):
 
 _STATUS_KEYS = ("status", "status_code", "http.status_code")
 _STATUS_HOLDERS = frozenset(_STATUS_KEYS + ("response", "request"))
+# A stop info with none of these keys records no error.
+_STOP_ERROR_KEYS = _STATUS_HOLDERS | {"etype", "message"}
 
 
 def _status_code(info):
@@ -283,8 +296,7 @@ def _node(span, t0):
         start = _NO_INFO
     if stop.__class__ is not dict:
         stop = _NO_INFO
-    if ("etype" in stop or "message" in stop
-            or not _STATUS_HOLDERS.isdisjoint(stop)
+    if (not _STOP_ERROR_KEYS.isdisjoint(stop)
             or not _STATUS_HOLDERS.isdisjoint(start)):
         exception, error = _error_of(start, stop)
     else:
@@ -326,8 +338,7 @@ def _node(span, t0):
             "parent_id": span.parent_id, "children": []}
 
 
-def _sort_key(span):
-    return span.start
+_sort_key = operator.attrgetter("start")
 
 
 def _empty(ignored=0):
@@ -418,6 +429,12 @@ def _build(messages):
     report = {"info": info, "children": [r.node for r in roots],
               "stats": stats}
     analysis.annotate(report, scored)
+    for span in order:
+        # Parent and children point at each other: left so, the spans
+        # (and the messages they hold) would wait for the cyclic
+        # collector, which the CLI pauses and which then scans them all
+        # at exit.
+        span.parent = None
     return report
 
 

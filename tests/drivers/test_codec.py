@@ -11,18 +11,7 @@ from stacktrail.common import points
 from stacktrail.drivers import base
 from stacktrail.drivers import codec
 from tests.agent import harness
-
-
-@pytest.fixture(params=["fast", "stdlib"])
-def path(request):
-    """Run the test with the compiled codec, then with it forced off."""
-    fast = request.param == "fast"
-    if fast and not codec.AVAILABLE:
-        pytest.skip("orjson is not installed (pip install stacktrail[fast])")
-    before = codec.FAST
-    assert codec.use(fast) == fast
-    yield request.param
-    codec.use(before)
+from tests.codec_paths import path  # noqa: F401
 
 
 def test_round_trip_and_unencodable_values(path):
