@@ -219,6 +219,42 @@ def _trim_memory():
         _libc = False
 
 
+class Waker:
+    """A pipe a selector watches: a thread blocked in ``select`` with no
+    timeout (an idle server sleeps instead of polling) is woken to stop.
+
+    ``close`` and ``wake`` take a lock: a late ``wake`` never writes to a
+    descriptor number that was closed and given to another file."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def watch(self, selector):
+        selector.register(self._read, selectors.EVENT_READ, self)
+
+    def wake(self):
+        with self._lock:
+            if self._write is not None:
+                try:
+                    os.write(self._write, b"\0")
+                except OSError:   # full: a wake-up is pending anyway
+                    pass
+
+    def drain(self):
+        try:
+            os.read(self._read, 4096)
+        except OSError:
+            pass
+
+    def close(self):
+        with self._lock:
+            if self._write is not None:
+                os.close(self._read)
+                os.close(self._write)
+                self._read = self._write = None
+
+
 class _Conn:
     """One service connection: its frame reader and its timings."""
 
@@ -262,6 +298,8 @@ class Listener:
         self._sock = bind(address, mode, group)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._sock, selectors.EVENT_READ, None)
+        self._waker = Waker()
+        self._waker.watch(self._selector)
         self._listening = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -293,7 +331,7 @@ class Listener:
 
     def _run(self):
         while not self._stop.is_set():
-            self._poll(0.2)
+            self._poll(self._timeout())
             self._housekeeping()
         # Shutting down: no new data (a Unix-socket sender gets EPIPE and
         # keeps its batch for the next agent), read whatever the kernel
@@ -303,6 +341,23 @@ class Listener:
             pass
         self._close_all()
 
+    def _timeout(self):
+        """Seconds until housekeeping has work (None: nothing can time
+        out): an idle listener sleeps in ``select`` instead of waking
+        every round only to find nothing to do."""
+        due = []
+        if not self._listening:
+            due.append(self._accept_paused_until)
+        if self._partial or self._freed >= TRIM_AFTER_BYTES:
+            due.append(self._next_housekeeping)
+        elif self._conns and self.limits.idle_timeout:
+            oldest = next(iter(self._conns.values()))   # least recent
+            due.append(max(oldest.last + self.limits.idle_timeout,
+                           self._next_housekeeping))
+        if not due:
+            return None
+        return max(0.0, min(due) - time.monotonic())
+
     def _poll(self, timeout):
         """One round; True when anything was read."""
         busy = False
@@ -310,7 +365,9 @@ class Listener:
         now = time.monotonic()
         for key, _ in events:
             try:
-                if key.data is None:
+                if key.data is self._waker:
+                    self._waker.drain()
+                elif key.data is None:
                     busy |= self._on_listen_socket(now)
                 else:
                     busy |= self._on_connection(key.data, now)
@@ -589,6 +646,7 @@ class Listener:
             self._listening = False
         self._close_listen_socket()
         self._selector.close()
+        self._waker.close()
         if self._reserve is not None:
             os.close(self._reserve)
             self._reserve = None
@@ -600,4 +658,5 @@ class Listener:
         if self._thread.ident is None:
             self._close_all()
             return
+        self._waker.wake()
         self._thread.join(timeout)

@@ -28,6 +28,7 @@ import stat
 import threading
 import time
 
+from stacktrail.agent import listener as listener_mod
 from stacktrail.agent import protocol
 from stacktrail.common import logtext
 
@@ -130,6 +131,7 @@ class _SmallServer:
         self._throttle = logtext.Throttle(log_interval)
         self._conns = {}
         self._stop = threading.Event()
+        self._waker = listener_mod.Waker()
         self._paused_until = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=name)
@@ -147,6 +149,7 @@ class _SmallServer:
     def _run(self):
         selector = selectors.DefaultSelector()
         selector.register(self._sock, selectors.EVENT_READ, None)
+        self._waker.watch(selector)
         listening = True
         try:
             while not self._stop.is_set():
@@ -154,8 +157,12 @@ class _SmallServer:
                 if not listening and now >= self._paused_until:
                     selector.register(self._sock, selectors.EVENT_READ, None)
                     listening = True
-                for key, _ in selector.select(0.25):
-                    if key.data is None:
+                events = selector.select(self._timeout(listening))
+                now = time.monotonic()   # select may have slept for long
+                for key, _ in events:
+                    if key.data is self._waker:
+                        self._waker.drain()
+                    elif key.data is None:
                         if not self._accept(selector, now):
                             selector.unregister(self._sock)
                             listening = False
@@ -170,6 +177,17 @@ class _SmallServer:
             for state in list(self._conns.values()):
                 self._close(selector, state)
             selector.close()
+
+    def _timeout(self, listening):
+        """Seconds until a connection's deadline or the end of a pause;
+        None when there is neither: idle, the thread sleeps until a client
+        (or ``close``) wakes it instead of polling."""
+        due = [state[3] for state in self._conns.values()]
+        if not listening:
+            due.append(self._paused_until)
+        if not due:
+            return None
+        return max(0.0, min(due) - time.monotonic())
 
     def _accept(self, selector, now):
         """False when the descriptor limit stops accepting for a while."""
@@ -247,8 +265,10 @@ class _SmallServer:
 
     def close(self):
         self._stop.set()
+        self._waker.wake()
         if self._thread.ident is not None:
             self._thread.join(2.0)
+        self._waker.close()
         self._sock.close()
         if self.path is not None:
             try:

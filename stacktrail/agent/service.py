@@ -3,7 +3,9 @@
 Threads: the listener (reads sockets, appends to the spool, offers each
 record to every writer), one writer per backend, the status/metrics
 servers, and the main thread, which only handles signals and housekeeping
-(fsync, deleting acknowledged segments).
+(fsync, deleting acknowledged segments).  No thread polls: each sleeps
+until its next deadline (an fsync due, a partial batch's flush, a
+connection's timeout) or until woken, so an idle agent uses no CPU.
 
 SIGTERM/SIGINT: stop listening (frames already in the kernel are still
 read), let every writer drain for at most ``shutdown_timeout`` seconds,
@@ -161,6 +163,7 @@ class Agent:
         self._wake = threading.Event()
         self._stopping = False
         self._reload = False
+        self._sleeping = False   # the main thread waits with no timeout
         self._fsync_every = conf.agent.spool_fsync_interval
         self.writers = {}
         self.listener = self.status_socket = self.metrics = None
@@ -255,6 +258,9 @@ class Agent:
     def _spool_frame(self, payload, decoded, n_points):
         now_ms = int(time.time() * 1000)
         place = self.spool.append(payload, n_points, now_ms)
+        if self._sleeping:   # the main thread: an fsync (or a full disk's
+            self._sleeping = False   # new segment) is due later
+            self._wake.set()
         if place is None:
             reason = self.spool.refusal or "spool_error"
             self.spool_refused[reason] = \
@@ -396,7 +402,7 @@ class Agent:
         fsync_every = self._fsync_every
         last_sync = time.monotonic()
         while not self._stopping:
-            self._wake.wait(min(HOUSEKEEPING, fsync_every or HOUSEKEEPING))
+            self._wake.wait(self._housekeeping_wait(last_sync))
             self._wake.clear()
             if self._reload:
                 self._reload = False
@@ -407,6 +413,25 @@ class Agent:
                 last_sync = now
             self._collect()
         return self.shutdown()
+
+    def _housekeeping_wait(self, last_sync):
+        """Seconds until the next fsync or segment collection is due; None
+        when neither can be (nothing unsynced, one segment): an idle agent
+        then sleeps until a signal, or the next frame (``_spool_frame``
+        wakes it), instead of waking twice a second for nothing."""
+        # Raised before looking, so that an append made meanwhile is seen
+        # here or wakes us; lowered for a timed wait, which needs no wake.
+        self._sleeping = True
+        spool = self.spool
+        due = []
+        if self._fsync_every and spool.unsynced:
+            due.append(last_sync + self._fsync_every - time.monotonic())
+        if spool.closed_segments or spool.disk_full:
+            due.append(HOUSEKEEPING)
+        if not due:
+            return None
+        self._sleeping = False
+        return max(0.0, min(due))
 
     def _collect(self):
         if self.writers:

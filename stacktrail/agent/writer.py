@@ -131,6 +131,9 @@ class Writer:
         self._attempt = 0
         self._drivers = {}
         self._wake = threading.Event()
+        # Points that would fill the batch the writer waits for (None: not
+        # waiting for one; every offer wakes it)
+        self._room = None
         self._stop = threading.Event()
         self._drain_until = None
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -151,7 +154,9 @@ class Writer:
                     self.live_points:
                 live.append(record)
                 self._live_points += record.n_points
-        if not self._wake.is_set():
+        room = self._room
+        if (room is None or self._live_points >= room) and \
+                not self._wake.is_set():
             self._wake.set()
 
     def _live_take(self, expected):
@@ -206,7 +211,7 @@ class Writer:
             if not self._fill():
                 if self._drain_until is not None:
                     return   # drained: nothing left for this backend
-                self._wake.wait(self.flush_interval or 0.05)
+                self._wake.wait(self._idle_wait())
                 self._wake.clear()
                 continue
             if not self._batch_ready():
@@ -215,6 +220,15 @@ class Writer:
                 self._attempt = 0
             else:
                 self._pause()
+
+    def _idle_wait(self):
+        """How long to wait with nothing held: until woken (every record
+        appended is ``offer``-ed, and that wakes us) when caught up, so an
+        idle writer does not poll; a spool record that could not be read
+        back is tried again after a short pause."""
+        if self.acked >= self.spool.head:
+            return None
+        return self.flush_interval or 0.05
 
     def _batch_ready(self):
         """Wait for a fuller batch, at most ``flush_interval`` after the
@@ -228,7 +242,11 @@ class Writer:
                 - time.time())
         if wait <= 0:
             return True
+        # Records that cannot fill the batch need not wake us: they are
+        # taken when the wait ends (one wake-up per batch, not per frame).
+        self._room = self.batch_size - held_points
         self._wake.wait(min(wait, self.flush_interval))
+        self._room = None
         self._wake.clear()
         self._fill()
         return False
