@@ -15,6 +15,7 @@ import redis
 import redis.asyncio.client as aclient
 import redis.client as sclient
 
+from stacktrail import profiler
 from stacktrail.common import context
 from stacktrail.common import kinds
 from stacktrail.integrations import _base
@@ -25,9 +26,9 @@ _MAX_NAMES = 20
 # per-client wrapper over the patched class, a pipeline's immediate
 # command) must not record it again.
 _inside = contextvars.ContextVar("stacktrail_redis", default=False)
-# The trace open here, if any: read first by every command, so that an
-# untraced one costs a single lookup.
+# Read by every command (``_untraced``).
 _traced_here = context.current.get
+_emitting = context.emitting.get
 
 # Commands whose arguments are all keys, and those without keys.
 _ALL_KEYS = frozenset(("MGET", "DEL", "UNLINK", "EXISTS", "TOUCH", "WATCH",
@@ -98,12 +99,17 @@ def _db_of(client):
     return kwargs.get("db", 0)
 
 
+def _untraced():
+    """True when this command is not recorded: no trace here, a command
+    of a traced call already recording (a pipeline's own commands), or a
+    notifier writing its points."""
+    return _traced_here() is None or _inside.get() or _emitting()
+
+
 def _begin(info_fn, client, arg):
     """(handle, context token) of a new span, or (None, None)."""
-    if not _base.active() or _inside.get():
-        return None, None
     try:
-        handle = _base.leaf_start(NAME, info_fn(client, arg))
+        handle = profiler.start_detached(NAME, info_fn(client, arg))
     except Exception:
         _base.swallowed("redis")
         return None, None
@@ -112,15 +118,22 @@ def _begin(info_fn, client, arg):
 
 def _end(handle, token, exc=None):
     _inside.reset(token)
-    info = _base.error_info(exc) if exc is not None else None
-    _base.guard("redis", _base.leaf_stop, handle, info)
+    if exc is None:
+        profiler.stop_detached(handle)   # enqueues a tuple: cannot fail
+    else:
+        _base.guard("redis", _base.leaf_stop, handle,
+                    _base.error_info(exc))
 
 
 def _traced(original, info_fn):
-    """Sync wrapper of a client method; ``info_fn(client, args)``."""
+    """Sync wrapper of a client method; ``info_fn(client, args)``.
+
+    Runs once per command of the service: the checks are inlined, and an
+    untraced command costs a few context lookups.
+    """
     @functools.wraps(original)
     def wrapper(self, *args, **kwargs):
-        if _traced_here() is None:  # the common case: one lookup, the call
+        if _untraced():
             return original(self, *args, **kwargs)
         handle, token = _begin(info_fn, self, args)
         if handle is None:
@@ -139,7 +152,7 @@ def _traced_async(original, info_fn):
     """asyncio wrapper: the same, awaited."""
     @functools.wraps(original)
     async def wrapper(self, *args, **kwargs):
-        if _traced_here() is None:
+        if _untraced():
             return await original(self, *args, **kwargs)
         handle, token = _begin(info_fn, self, args)
         if handle is None:
