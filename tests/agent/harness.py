@@ -10,6 +10,8 @@ import sys
 import tempfile
 import time
 
+from stacktrail.agent import protocol
+from stacktrail.agent import spool as spool_mod
 from stacktrail.agent import status as status_mod
 from stacktrail.common import ids
 from stacktrail.drivers import base
@@ -231,3 +233,19 @@ def send(url, batch, project="zaqar", service="api"):
         sink.put(point)
     sink.flush(10)
     return sink
+
+
+class IdleSpool:
+    """What a writer tested on its own sees of the spool: empty, nothing
+    acknowledged."""
+
+    head = 0
+
+    def load_ack(self, key):
+        return 0
+
+
+def spool_record(start, n_points):
+    """A spool record of ``n_points`` points at offset ``start``."""
+    return spool_mod.Record(start, start + 10, 0, n_points, None,
+                            protocol.EMPTY)

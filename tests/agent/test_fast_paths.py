@@ -9,12 +9,12 @@ import pytest
 import redis
 
 from stacktrail.agent import protocol
-from stacktrail.agent import spool as spool_mod
 from stacktrail.agent import writer as writer_mod
 from stacktrail.common import ids
 from stacktrail.common import points
 from stacktrail.drivers import base
 from stacktrail.drivers import codec
+from tests.agent import harness
 
 
 def _decode(batch, project="zaqar", service="api", host="node1"):
@@ -114,35 +114,23 @@ def test_a_batch_is_stored_trace_by_trace_once(redis_url):
     assert not client.exists("osprofiler_error:" + ids.to_uuid(first))
 
 
-class _Spool:
-    head = 0
-
-    def load_ack(self, key):
-        return 0
-
-
-def _record(start, n_points):
-    return spool_mod.Record(start, start + 10, 0, n_points, None,
-                            protocol.EMPTY)
-
-
 def test_a_full_live_queue_keeps_the_oldest_records():
     # The writer takes records oldest first: when the queue is full a new
     # record is left to the spool, never an older one forgotten for it.
-    writer = writer_mod.Writer("redis://127.0.0.1:1/0", _Spool(), 10, 0.1,
-                               1.0)
+    writer = writer_mod.Writer("redis://127.0.0.1:1/0", harness.IdleSpool(),
+                               10, 0.1, 1.0)
     writer.live_points = 250
     for i in range(5):
-        writer.offer(_record(10 * i, 100))
+        writer.offer(harness.spool_record(10 * i, 100))
     assert [r.start for r in writer.live] == [0, 10]
     assert writer._live_take(0).start == 0
-    writer.offer(_record(50, 100))
+    writer.offer(harness.spool_record(50, 100))
     assert [r.start for r in writer.live] == [10, 50]
     # records 20..49 come from the spool; the gap is skipped over
     assert writer._live_take(20) is None
     assert writer._live_take(50).start == 50
     # a record bigger than the whole queue is still kept when it is empty
-    writer.offer(_record(60, 1000))
+    writer.offer(harness.spool_record(60, 1000))
     assert [r.start for r in writer.live] == [60]
 
 

@@ -7,7 +7,6 @@ import threading
 import time
 
 from stacktrail.agent import opts
-from stacktrail.agent import protocol
 from stacktrail.agent import service
 from stacktrail.agent import spool as spool_mod
 from stacktrail.agent import writer as writer_mod
@@ -135,26 +134,15 @@ def test_offsets_rewritten_in_place(tmp_path):
     again.close()
 
 
-class _Spool:
-    head = 0
-
-    def load_ack(self, key):
-        return 0
-
-
-def _record(start, n_points):
-    return spool_mod.Record(start, start + 10, 0, n_points, None,
-                            protocol.EMPTY)
-
-
 def test_a_waiting_writer_is_woken_only_for_a_full_batch():
-    writer = writer_mod.Writer("redis://127.0.0.1:1/0", _Spool(), 100, 0.2,
-                               1.0)
-    writer.offer(_record(0, 10))      # not waiting for a batch: woken
+    writer = writer_mod.Writer("redis://127.0.0.1:1/0", harness.IdleSpool(),
+                               100, 0.2, 1.0)
+    # not waiting for a batch: woken
+    writer.offer(harness.spool_record(0, 10))
     assert writer._wake.is_set()
     writer._wake.clear()
     writer._room = 90                 # holds 10, waits for 90 more
-    writer.offer(_record(10, 50))
+    writer.offer(harness.spool_record(10, 50))
     assert not writer._wake.is_set()  # taken when the wait ends
-    writer.offer(_record(20, 40))
+    writer.offer(harness.spool_record(20, 40))
     assert writer._wake.is_set()      # the batch is full: write now
