@@ -333,6 +333,13 @@ def _trace_show(args):
         from stacktrail.report import html
         output = html.render(report, show_noise=show_noise,
                              other=report_of(other, args))
+    elif args.format == "json":
+        # Written as it is made: a million-point report's text (a GB and
+        # more) is never held whole.
+        from stacktrail.report import as_json
+        _write_with(lambda write: as_json.render(
+            report, show_noise=show_noise, out=write), args.out)
+        return 0
     else:
         output = render_report(report, args.format, show_noise=show_noise)
     _write(output, args.out)
@@ -624,13 +631,18 @@ def cmd_analyze(args):
 
 
 def _write(output, path):
+    _write_with(lambda write: write(output), path)
+
+
+def _write_with(produce, path):
+    """``produce(write)`` writes the output to ``path`` (stdout: None)."""
     if path is None:
-        sys.stdout.write(output)
+        produce(sys.stdout.write)
         sys.stdout.flush()
         return
     try:
         with open(path, "w", encoding="utf-8") as f:
-            f.write(output)
+            produce(f.write)
     except OSError as exc:
         raise CLIError("cannot write %s: %s" % (path, exc.strerror)) from None
 

@@ -31,13 +31,20 @@ _CONTAINERS = (dict, list, tuple)
 _quote = _encoder.encode_basestring_ascii
 
 
-def render(report, show_noise=False):
+def render(report, show_noise=False, out=None):
     """The whole report.  Every span is in it whatever ``show_noise`` says:
     transaction statements and pings are flagged (``info["noise"]``) and
-    folded into their neighbours in ``critical_path`` (``folded``)."""
+    folded into their neighbours in ``critical_path`` (``folded``).
+
+    With ``out`` (a file's ``write``) the text goes there piece by piece
+    and None is returned: a million-point report is never held whole."""
     # Raw payloads may hold what a store handed back (datetimes, bytes):
     # those become text rather than failing the whole report.
-    return dumps_deep(report, indent=2, default=str) + "\n"
+    text = dumps_deep(report, indent=2, default=str, out=out) + "\n"
+    if out is None:
+        return text
+    out(text)
+    return None
 
 
 def _float(value):
@@ -79,7 +86,7 @@ def _key(key):
     return _quote(str(key))
 
 
-def dumps_deep(value, indent=None, separators=None, default=str):
+def dumps_deep(value, indent=None, separators=None, default=str, out=None):
     """``json.dumps(value, indent=..., separators=..., default=...)``
     without recursion: any nesting depth, linear time.
 
@@ -90,18 +97,24 @@ def dumps_deep(value, indent=None, separators=None, default=str):
     values (a span's info, the stats, the critical path) are shallow: when
     the compiled codec is on and writes the layout asked for, each goes to
     it in one call (a node with all but its children); what it refuses is
-    walked here."""
+    walked here.  With ``out``, the text is handed to ``out`` in pieces
+    as it is made but its last piece, which is returned."""
     if separators is None:
         separators = (",", ": ") if indent is not None else (", ", ": ")
     if not isinstance(value, _CONTAINERS):
         return _scalar(value, default)
-    return _Writer(indent, separators, default).write(value)
+    return _Writer(indent, separators, default, out).write(value)
+
+
+# Pieces of text a writer with ``out`` gathers before handing them on.
+_OUT_PIECES = 1 << 14
 
 
 class _Writer:
     """One ``dumps_deep`` call: the text so far and the open containers."""
 
-    def __init__(self, indent, separators, default):
+    def __init__(self, indent, separators, default, out=None):
+        self.out = out
         self.indent = indent
         self.item_sep, self.key_sep = separators
         self.default = default
@@ -148,7 +161,11 @@ class _Writer:
         fast = self.fast
         self.open(value, 0, True)
         stack = self.stack
+        parts, out = self.parts, self.out
         while stack:
+            if out is not None and len(parts) > _OUT_PIECES:
+                out("".join(parts))
+                parts.clear()   # the same list: ``append`` still fills it
             frame = stack[-1]
             items, is_dict, level, first, container, spine, inner = frame[:7]
             line = pad(inner)

@@ -111,3 +111,29 @@ def test_embedded_json_is_inert_on_both_paths(path):
     text = html.embed_json(value)
     assert not set("<>&\u2028\u2029") & set(text)
     assert json.loads(text) == value
+
+
+def test_written_piece_by_piece_the_text_is_the_same(path, monkeypatch):
+    # A big report goes to the file as it is made (never held whole):
+    # the pieces, joined, are the text ``render`` returns.
+    monkeypatch.setattr(as_json, "_OUT_PIECES", 50)
+    report = chain(300, {"db": {"statement": "SELECT id FROM t"}})
+    pieces = []
+    assert as_json.render(report, out=pieces.append) is None
+    assert len(pieces) > 10
+    assert "".join(pieces) == as_json.render(report)
+
+
+def test_trace_show_json_streams_to_its_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(as_json, "_OUT_PIECES", 50)
+    messages = tg.spans(*[("span%d" % i, "s%d" % i,
+                           "s%d" % (i - 1) if i else tg.BASE, i, 400 - i)
+                          for i in range(200)])
+    source = tmp_path / "trace.json"
+    source.write_text(json.dumps(messages))
+    out = tmp_path / "out.json"
+    assert cli.main(["trace", "show", str(source), "--json",
+                     "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text == as_json.render(tree.build(messages))
+    assert cli.loads_deep(text)["info"]["span_count"] == 200
