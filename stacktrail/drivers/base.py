@@ -568,6 +568,9 @@ def summarize_all(messages, since_us=None, until_us=None):
         timestamp_us(s["timestamp"]), since_us, until_us)]
 
 
+MAX_SKIPPED = 20
+
+
 class Driver:
     """A trace store or exporter.
 
@@ -587,6 +590,14 @@ class Driver:
         self.conf = conf
         self.options = kwargs
         self.url = urllib.parse.urlsplit(connection_str)
+        # (record, why) of unreadable records reading skipped (``_skip``)
+        self.skipped = []
+
+    def _skip(self, record, why):
+        """Name a record reading skipped: the first MAX_SKIPPED of them
+        (the command's warning lists them)."""
+        if len(self.skipped) < MAX_SKIPPED:
+            self.skipped.append((record, why))
 
     def option(self, name, default=None, group="profiler", keywords=()):
         """A driver option: keyword argument (``name`` or one of

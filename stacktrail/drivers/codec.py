@@ -43,6 +43,10 @@ if _orjson is not None:
     _TEXT_OPTIONS = _ORJSON_OPTIONS | _orjson.OPT_NON_STR_KEYS
     _INDENT_OPTIONS = _TEXT_OPTIONS | _orjson.OPT_INDENT_2
 
+# What the compiled codec raises for a value it will not write (non-text
+# keys, ints past 64 bits, lone surrogates, nesting past 255 levels).
+_REFUSED = (TypeError, ValueError, RecursionError, OverflowError)
+
 # The stdlib side: one encoder built once (json.dumps builds one per call),
 # skipping keys JSON cannot hold and writing other values as repr() text;
 # no circular-reference markers (a cycle fails with RecursionError, which
@@ -78,7 +82,7 @@ def dumps(value):
         try:
             return _orjson.dumps(value, default=_repr,
                                  option=_ORJSON_OPTIONS).decode()
-        except (TypeError, ValueError, RecursionError, OverflowError):
+        except _REFUSED:
             pass   # non-text keys, big ints, lone surrogates, deep nesting
     return _std_encode(value)
 
@@ -89,7 +93,7 @@ def dumps_bytes(value):
         try:
             return _orjson.dumps(value, default=_repr,
                                  option=_ORJSON_OPTIONS)
-        except (TypeError, ValueError, RecursionError, OverflowError):
+        except _REFUSED:
             pass
     return _std_encode(value).encode("utf-8", "surrogatepass")
 
@@ -106,7 +110,7 @@ def dumps_text(value, default=_repr, indent=False):
     try:
         return _orjson.dumps(value, default=default, option=(
             _INDENT_OPTIONS if indent else _TEXT_OPTIONS)).decode()
-    except (TypeError, ValueError, RecursionError, OverflowError):
+    except _REFUSED:
         return None
 
 
@@ -186,7 +190,7 @@ def dumps_each(values):
         try:
             text = _orjson.dumps(parts, default=_repr,
                                  option=_ORJSON_OPTIONS).decode()
-        except (TypeError, ValueError, RecursionError, OverflowError):
+        except _REFUSED:
             pass   # one value it refuses: each on its own, as ``dumps``
         else:
             texts = text[1:-3].split(",\n,")

@@ -72,7 +72,6 @@ SCAN_CHUNK = 500
 # asked about with the next batch.
 WRITE_ATTEMPTS = 2
 RETRY_PAUSE = 0.05
-MAX_SKIPPED = 20
 
 # ARGV: batch id, now (s), dedupe window (s), ttl (0: none), index cutoff
 # (us), D, D ids of earlier doubtful batches, T, then per trace: base_id,
@@ -178,7 +177,6 @@ class RedisDriver(base.Driver):
         # One socket operation; a write as a whole, retries included, gets
         # ``store_timeout``.
         self.timeout = float(self._socket_timeout())
-        self.skipped = []        # (key, why) of records reading skipped
         self._doubtful = collections.deque(maxlen=256)  # (batch id, points)
         self._confirmed = 0
         self.db = self._connect()
@@ -381,10 +379,6 @@ class RedisDriver(base.Driver):
     # fresh connections by itself, so the base no-op is enough.
 
     # read side
-
-    def _skip(self, key, why):
-        if len(self.skipped) < MAX_SKIPPED:
-            self.skipped.append((key, why))
 
     def get_messages(self, base_id):
         """The trace's messages, oldest first.  Read READ_CHUNK items at a

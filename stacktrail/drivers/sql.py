@@ -37,7 +37,6 @@ from stacktrail.drivers import base
 from stacktrail.drivers import codec
 
 TABLE = "stacktrail_points"
-MAX_SKIPPED = 20   # unreadable rows named in ``skipped``
 TEXT_LEN = 255
 EPOCH = datetime.datetime(1970, 1, 1)
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
@@ -366,8 +365,9 @@ class SQLDriver(base.Driver):
         # One pass of the compiled codec (when installed) over the texts.
         messages, bad = codec.loads_each([row.message
                                           for row in self._rows(query)])
-        self.skipped = [("%s row %d of trace %s" % (TABLE, index, base_id),
-                         "not JSON") for index in bad[:MAX_SKIPPED]]
+        for index in bad:
+            self._skip("%s row %d of trace %s" % (TABLE, index, base_id),
+                       "not JSON")
         return messages
 
     def _firsts(self, only_errors=False):
