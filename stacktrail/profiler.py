@@ -125,26 +125,15 @@ def clean():
 def start(name, info=None):
     """Open a span named ``name``; ``info`` is copied, never kept or changed."""
     frame = _current.get()
-    if frame is None:
-        return
-    prof = frame.profiler
-    span = _Frame(prof, _new_id(), frame, name)
-    _current.set(span)
-    (prof.put or _notifier._put)((name, START, prof.base_id, frame.span_id,
-                                  span.span_id, _now_ns(),
-                                  _own(info) if info else None))
+    if frame is not None:
+        open_span(frame, name, _own(info) if info else None)
 
 
 def stop(info=None):
     """Close the innermost open span; harmless when none is open."""
     frame = _current.get()
-    if frame is None or frame.name is None:
-        return
-    _current.set(frame.parent)
-    prof = frame.profiler
-    (prof.put or _notifier._put)((frame.name, STOP, prof.base_id,
-                                  frame.parent.span_id, frame.span_id,
-                                  _now_ns(), _own(info) if info else None))
+    if frame is not None and frame.name is not None:
+        close_span(frame, _own(info) if info else None)
 
 
 def start_detached(name, info=None):
@@ -157,21 +146,56 @@ def start_detached(name, info=None):
     frame = _current.get()
     if frame is None:
         return None
-    prof = frame.profiler
-    handle = (name, prof.base_id, frame.span_id, _new_id(), prof.put)
-    (prof.put or _notifier._put)((name, START, handle[1], handle[2],
-                                  handle[3], _now_ns(),
-                                  _own(info) if info else None))
-    return handle
+    return open_leaf(frame, name, _own(info) if info else None)
 
 
 def stop_detached(handle, info=None):
     """Close a span opened with ``start_detached`` (None is ignored)."""
-    if handle is None:
-        return
+    if handle is not None:
+        close_leaf(handle, _own(info) if info else None)
+
+
+# --- the span path of integrations -------------------------------------------
+# The public functions above look the current frame up and copy the
+# caller's info.  An integration has already read the frame (to decide
+# whether to trace at all) and builds a fresh info dict for each span,
+# which nothing changes afterwards: these take both as they are.  They
+# only build tuples, so they cannot fail the traced call.
+
+def open_span(frame, name, info):
+    """Push a span ``name`` under ``frame`` (the current one); returns it."""
+    prof = frame.profiler
+    span = _Frame(prof, _new_id(), frame, name)
+    _current.set(span)
+    (prof.put or _notifier._put)((name, START, prof.base_id, frame.span_id,
+                                  span.span_id, _now_ns(), info))
+    return span
+
+
+def close_span(span, info=None):
+    """Stop exactly ``span``, whatever its callees left open or closed;
+    the current position is then its parent."""
+    parent = span.parent
+    _current.set(parent)
+    prof = span.profiler
+    (prof.put or _notifier._put)((span.name, STOP, prof.base_id,
+                                  parent.span_id, span.span_id, _now_ns(),
+                                  info))
+
+
+def open_leaf(frame, name, info):
+    """A span under ``frame`` that is never pushed; returns its handle."""
+    prof = frame.profiler
+    put = prof.put or _notifier._put
+    handle = (name, prof.base_id, frame.span_id, _new_id(), put)
+    put((name, START, handle[1], handle[2], handle[3], _now_ns(), info))
+    return handle
+
+
+def close_leaf(handle, info=None):
+    """Stop a span made by ``open_leaf`` (or ``start_detached``)."""
     name, base_id, parent_id, span_id, put = handle
-    (put or _notifier._put)((name, STOP, base_id, parent_id, span_id,
-                             _now_ns(), _own(info) if info else None))
+    put((name, STOP, base_id, parent_id, span_id, _now_ns(), info))
 
 
 def _class_name(cls):

@@ -34,6 +34,11 @@ _ENABLED = None
 _HMAC_KEYS = None
 _TRUE = ("1", "true", "yes", "on")
 _untraced = propagation.untraced
+# The headers a request may start a trace with, and their environ keys.
+_HEADERS = (propagation.TRACEPARENT, propagation.TRACESTATE, X_TRACE_INFO,
+            X_TRACE_HMAC)
+_HEADER_KEYS = tuple("HTTP_" + name.upper().replace("-", "_")
+                     for name in _HEADERS)
 _GeneratorType = types.GeneratorType
 
 
@@ -196,25 +201,27 @@ class WsgiMiddleware:
                 _untraced.set(propagation.W3CContext())
             return None
         keys = _HMAC_KEYS or self.hmac_keys
-
-        def header(name):
-            return environ.get("HTTP_" + name.upper().replace("-", "_"))
+        headers = dict(zip(_HEADERS, map(environ.get, _HEADER_KEYS)))
         try:
             if propagation.start_from_headers(
-                    header, keys, participate=True, operation="wsgi",
+                    headers.get, keys, participate=True, operation="wsgi",
                     path=environ.get("PATH_INFO")) is None:
                 return None
         except Exception:
             LOG.debug("stacktrail: trace headers ignored", exc_info=True)
             profiler.clean()
             return None
+        frame = context.current.get()
+        if frame is None:   # [profiler] enabled = false: nothing recorded
+            return None
         if settings.current.flags["trace_wsgi"]:
-            profiler.start(self.name, request_info(environ))
+            frame = profiler.open_span(frame, self.name,
+                                       request_info(environ))
             if owners.active:  # oslo.middleware's server span is this one
-                owners.take(owners.OSLO_MIDDLEWARE, context.current.get())
+                owners.take(owners.OSLO_MIDDLEWARE, frame)
         elif owners.active:  # or, without ours, the request's span
             owners.promote(owners.OSLO_MIDDLEWARE)
-        return context.capture()
+        return frame
 
 
 class _CarriedBody:
@@ -290,7 +297,7 @@ class _TracedResponse:
 
 def _stop_span(span, status, error):
     """Stop the wsgi span itself, even if the app left inner spans open."""
-    info = dict(error or {})
+    info = dict(error) if error else {}
     code = _status_code(status)
     if code is not None:
         info["response"] = {"status": code}
@@ -299,9 +306,9 @@ def _stop_span(span, status, error):
     if owners.active:
         for key, value in (owners.finish(span) or {}).items():
             info.setdefault(key, value)
-    context.current.set(span)
-    profiler.stop(info)
-    profiler.clean()
+    if span.name is not None:   # else the trace's root: no wsgi span
+        profiler.close_span(span, info)
+    context.current.set(None)
 
 
 def _status_code(status):

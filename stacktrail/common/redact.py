@@ -89,6 +89,8 @@ def _current():
         names = frozenset(n for n in names if n)
         _state[:] = [live, latest, names,
                      frozenset(PATH_SEGMENTS) | names]
+        _paths.clear()
+        _queries.clear()
     return _state[2], _state[3]
 
 
@@ -186,12 +188,29 @@ def _value_secret(value):
     return False
 
 
+# Requests repeat their paths and queries: what was redacted is kept, for
+# the names in force (``_current`` empties these when they change).
+_paths = {}
+_queries = {}
+_MEMO_MAX = 512
+
+
+def _remember(memo, text, redacted):
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[text] = redacted
+    return redacted
+
+
 def query(text):
     """A URL query string with the values of secret parameters hidden;
     everything else is kept byte for byte."""
     if not text or not isinstance(text, str):
         return text
-    return _pairs(text, _current()[0])
+    extra = _current()[0]
+    done = _queries.get(text)
+    return done if done is not None else \
+        _remember(_queries, text, _pairs(text, extra))
 
 
 def path(text):
@@ -199,6 +218,12 @@ def path(text):
     if not text or not isinstance(text, str):
         return text
     extra, names = _current()
+    done = _paths.get(text)
+    return done if done is not None else \
+        _remember(_paths, text, _path(text, extra, names))
+
+
+def _path(text, extra, names):
     segments = text.split("/")
     hide_next = False
     for index, segment in enumerate(segments):

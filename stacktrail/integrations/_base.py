@@ -114,13 +114,13 @@ class Span:
         return self.frame is not None
 
     def __enter__(self):
-        if active():
-            self.frame = guard(self.where, self._start)
+        frame = _current.get()
+        if frame is not None and not _emitting.get():
+            try:
+                self.frame = profiler.open_span(frame, self.name, self.info)
+            except Exception:
+                swallowed(self.where)
         return self
-
-    def _start(self):
-        profiler.start(self.name, self.info)
-        return _current.get()
 
     def __exit__(self, etype, exc, tb):
         frame, self.frame = self.frame, None
@@ -128,26 +128,27 @@ class Span:
             info = self.stop_info
             if exc is not None:
                 info = guard(self.where, error_info, exc, info)
-            guard(self.where, self._stop, frame, info)
+            # Exactly our span: a callee that left spans open (or closed
+            # too many) must not make us pop the wrong one.
+            guard(self.where, profiler.close_span, frame, info)
         return False
-
-    def _stop(self, frame, info):
-        # Close exactly our span: a callee that left spans open (or closed
-        # too many) must not make us pop the wrong one.
-        _current.set(frame)
-        profiler.stop(info)
 
 
 def leaf_start(name, info):
-    """Emit the start of an unpushed span; returns its handle (or None)."""
-    if _emitting.get():
+    """Emit the start of an unpushed span; returns its handle (or None).
+
+    ``info`` is the integration's own dict for this span, recorded as it
+    is (never changed afterwards)."""
+    frame = _current.get()
+    if frame is None or _emitting.get():
         return None
-    return profiler.start_detached(name, info)
+    return profiler.open_leaf(frame, name, info)
 
 
 def leaf_stop(handle, info=None):
-    """Emit the stop of a span made by ``leaf_start``."""
-    profiler.stop_detached(handle, info)
+    """Emit the stop of a span made by ``leaf_start`` (None is ignored)."""
+    if handle is not None:
+        profiler.close_leaf(handle, info)
 
 
 # --- patching --------------------------------------------------------------

@@ -25,10 +25,14 @@ import types
 
 from stacktrail import profiler
 from stacktrail.common import context
+from stacktrail.common import settings
 from stacktrail.common import wrappers
 from stacktrail.integrations import _base
 
 _current = context.current
+_emitting = context.emitting.get
+_open_span = profiler.open_span
+_close_span = profiler.close_span
 _GeneratorType = types.GeneratorType
 _OBJECT_ATTR = "_stacktrail_traced_methods"
 _OSPROFILER_FILE = os.path.join("osprofiler", "profiler.py")
@@ -75,21 +79,27 @@ def traced(fn, name, qualname=None, gate=always, info=None,
         return dict(fixed, function={"name": qualname, "args": str(args),
                                      "kwargs": str(kwargs)})
 
+    # A flag's gate (adapters.toolkit.flag_gate) is read here inline.
+    flag = getattr(gate, "flag", None)
+
     def slow(*args, **kwargs):
-        if not gate() or not _base.active():
+        frame = _current.get()
+        if frame is None or _emitting() or not (
+                settings.current.flags.get(flag, False) if flag is not None
+                else gate()):
             return fn(*args, **kwargs)
-        frame = _base.guard(name, _open, name, start_info(args, kwargs))
-        if frame is None:
-            return fn(*args, **kwargs)
+        info = fixed if not show_args else \
+            _base.guard(name, start_info, args, kwargs)
+        span = _open_span(frame, name, info)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            _stop(frame, _base.guard(name, profiler.error_info, exc))
+            _stop(span, _base.guard(name, profiler.error_info, exc))
             raise
         if type(result) is _GeneratorType:
-            _current.set(frame.parent)  # open until the generator ends
-            return _spanned(result, frame)
-        _stop(frame, None)
+            _current.set(frame)  # open until the generator ends
+            return _spanned(result, span)
+        _close_span(span, None)
         return result
 
     if inspect.iscoroutinefunction(fn):
@@ -101,17 +111,10 @@ def traced(fn, name, qualname=None, gate=always, info=None,
     return wrapper
 
 
-def _open(name, info):
-    profiler.start(name, info)
-    return _current.get()
-
-
 def _stop(frame, info):
     """Stop exactly ``frame``'s span, whatever the callee left open; the
     current position is then ``frame``'s parent."""
-    _current.set(frame)
-    _base.guard(frame.name, profiler.stop, info)
-    _current.set(frame.parent)
+    _base.guard(frame.name, _close_span, frame, info)
 
 
 def _spanned(gen, frame):

@@ -26,9 +26,11 @@ _MAX_NAMES = 20
 # per-client wrapper over the patched class, a pipeline's immediate
 # command) must not record it again.
 _inside = contextvars.ContextVar("stacktrail_redis", default=False)
-# Read by every command (``_untraced``).
+# Read by every command (``_begin``).
 _traced_here = context.current.get
 _emitting = context.emitting.get
+_open_leaf = profiler.open_leaf
+_close_leaf = profiler.close_leaf
 
 # Commands whose arguments are all keys, and those without keys.
 _ALL_KEYS = frozenset(("MGET", "DEL", "UNLINK", "EXISTS", "TOUCH", "WATCH",
@@ -76,11 +78,26 @@ def key_count(args, name=None):
     return 1
 
 
+# (command as redis-py got it, argument count, db) -> the start info of
+# such a command.  Recorded as it is and never changed, so one dict serves
+# them all; a script's key count comes from its arguments, so scripts are
+# left out.
+_INFOS = {}
+
+
 def _command_info(client, args):
+    db = _db_of(client)
+    try:
+        return _INFOS[args[0], len(args), db]
+    except (KeyError, IndexError, TypeError):
+        pass
     name = _name(args)
-    return kinds.DB.start_info({"system": "redis", "command": name,
-                                "keys": key_count(args, name),
-                                "db": _db_of(client)})
+    info = kinds.DB.start_info({"system": "redis", "command": name,
+                                "keys": key_count(args, name), "db": db})
+    if name not in _NUMKEYS and len(_INFOS) < 1000 and type(db) is int and \
+            args and type(args[0]) in (str, bytes):
+        _INFOS[args[0], len(args), db] = info
+    return info
 
 
 def _pipeline_info(pipe):
@@ -94,56 +111,49 @@ def _pipeline_info(pipe):
 
 
 def _db_of(client):
-    pool = getattr(client, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", None) or {}
-    return kwargs.get("db", 0)
-
-
-def _untraced():
-    """True when this command is not recorded: no trace here, a command
-    of a traced call already recording (a pipeline's own commands), or a
-    notifier writing its points."""
-    return _traced_here() is None or _inside.get() or _emitting()
+    try:   # once per command: attribute misses (raising) are the rare case
+        return client.connection_pool.connection_kwargs.get("db", 0)
+    except AttributeError:
+        return 0
 
 
 def _begin(info_fn, client, arg):
-    """(handle, context token) of a new span, or (None, None)."""
+    """(handle, context token) of a new span, or None when this command
+    is not recorded: no trace here, a command of a traced call already
+    recording (a pipeline's own commands), or a notifier writing its
+    points.  Runs once per command of the service: an untraced one costs
+    a context lookup."""
+    frame = _traced_here()
+    if frame is None or _inside.get() or _emitting():
+        return None
     try:
-        handle = profiler.start_detached(NAME, info_fn(client, arg))
+        info = info_fn(client, arg)
     except Exception:
         _base.swallowed("redis")
-        return None, None
-    return handle, _inside.set(True)
+        return None
+    return _open_leaf(frame, NAME, info), _inside.set(True)
 
 
-def _end(handle, token, exc=None):
+def _failed(span, exc):
+    handle, token = span
     _inside.reset(token)
-    if exc is None:
-        profiler.stop_detached(handle)   # enqueues a tuple: cannot fail
-    else:
-        _base.guard("redis", _base.leaf_stop, handle,
-                    _base.error_info(exc))
+    _base.guard("redis", _close_leaf, handle, _base.error_info(exc))
 
 
 def _traced(original, info_fn):
-    """Sync wrapper of a client method; ``info_fn(client, args)``.
-
-    Runs once per command of the service: the checks are inlined, and an
-    untraced command costs a few context lookups.
-    """
+    """Sync wrapper of a client method; ``info_fn(client, args)``."""
     @functools.wraps(original)
     def wrapper(self, *args, **kwargs):
-        if _untraced():
-            return original(self, *args, **kwargs)
-        handle, token = _begin(info_fn, self, args)
-        if handle is None:
+        span = _begin(info_fn, self, args)
+        if span is None:
             return original(self, *args, **kwargs)
         try:
             result = original(self, *args, **kwargs)
         except BaseException as exc:
-            _end(handle, token, exc)
+            _failed(span, exc)
             raise
-        _end(handle, token)
+        _inside.reset(span[1])
+        _close_leaf(span[0])   # enqueues a tuple: cannot fail
         return result
     return wrapper
 
@@ -152,17 +162,16 @@ def _traced_async(original, info_fn):
     """asyncio wrapper: the same, awaited."""
     @functools.wraps(original)
     async def wrapper(self, *args, **kwargs):
-        if _untraced():
-            return await original(self, *args, **kwargs)
-        handle, token = _begin(info_fn, self, args)
-        if handle is None:
+        span = _begin(info_fn, self, args)
+        if span is None:
             return await original(self, *args, **kwargs)
         try:
             result = await original(self, *args, **kwargs)
         except BaseException as exc:
-            _end(handle, token, exc)
+            _failed(span, exc)
             raise
-        _end(handle, token)
+        _inside.reset(span[1])
+        _close_leaf(span[0])   # enqueues a tuple: cannot fail
         return result
     return wrapper
 

@@ -185,10 +185,27 @@ def test_hmac_compared_in_constant_time(monkeypatch):
         return real(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
+    monkeypatch.setattr(signing, "_VERIFIED", {})   # not verified before
     assert signing.unpack(GOLDEN_INFO, GOLDEN_HMAC,
                           ["wrong", "SECRET_KEY"]) is not None
     assert (signing.digest(GOLDEN_INFO, "SECRET_KEY"), GOLDEN_HMAC) in calls
     assert len(calls) == 2  # every key is compared the same way
+
+
+def test_a_header_seen_before_is_not_verified_again(monkeypatch):
+    monkeypatch.setattr(signing, "_VERIFIED", {})
+    first = signing.unpack(GOLDEN_INFO, GOLDEN_HMAC, ["SECRET_KEY"])
+    first[0]["base_id"] = "changed by the caller"
+    real = signing.digest
+    monkeypatch.setattr(signing, "digest", None)   # a hit computes nothing
+    assert signing.unpack(GOLDEN_INFO, GOLDEN_HMAC, ["other", "SECRET_KEY"]) \
+        == ({"base_id": BASE, "parent_id": PARENT}, "SECRET_KEY")
+    monkeypatch.setattr(signing, "digest", real)
+    # The key removed (SIGHUP): the pair it signed is refused at once.
+    assert signing.unpack(GOLDEN_INFO, GOLDEN_HMAC, ["other"]) is None
+    # A tampered signature never hits.
+    assert signing.unpack(GOLDEN_INFO, GOLDEN_HMAC[:-1] + "0",
+                          ["SECRET_KEY"]) is None
 
 
 def test_rpc_trace_info_round_trip():
