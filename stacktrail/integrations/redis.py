@@ -121,8 +121,7 @@ def _begin(info_fn, client, arg):
     """(handle, context token) of a new span, or None when this command
     is not recorded: no trace here, a command of a traced call already
     recording (a pipeline's own commands), or a notifier writing its
-    points.  Runs once per command of the service: an untraced one costs
-    a context lookup."""
+    points."""
     frame = _traced_here()
     if frame is None or _inside.get() or _emitting():
         return None
@@ -144,6 +143,8 @@ def _traced(original, info_fn):
     """Sync wrapper of a client method; ``info_fn(client, args)``."""
     @functools.wraps(original)
     def wrapper(self, *args, **kwargs):
+        if _traced_here() is None:   # most commands: one lookup
+            return original(self, *args, **kwargs)
         span = _begin(info_fn, self, args)
         if span is None:
             return original(self, *args, **kwargs)
@@ -162,6 +163,8 @@ def _traced_async(original, info_fn):
     """asyncio wrapper: the same, awaited."""
     @functools.wraps(original)
     async def wrapper(self, *args, **kwargs):
+        if _traced_here() is None:   # most commands: one lookup
+            return await original(self, *args, **kwargs)
         span = _begin(info_fn, self, args)
         if span is None:
             return await original(self, *args, **kwargs)
