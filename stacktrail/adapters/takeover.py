@@ -127,12 +127,11 @@ def trace_cls(name, info=None, hide_args=False, hide_result=True,
     def decorator(target):
         if flag is None:
             return target
-        gate = toolkit.flag_gate(flag)
         if isinstance(target, type):
-            methods.trace_class(target, name, gate, private=trace_private,
+            methods.trace_class(target, name, flag, private=trace_private,
                                 inherited=True)
         else:
-            methods.trace_object(target, name, gate, private=trace_private)
+            methods.trace_object(target, name, flag, private=trace_private)
         return target
     return decorator
 

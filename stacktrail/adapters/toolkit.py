@@ -33,22 +33,10 @@ import logging
 import sys
 
 from stacktrail.common import context
-from stacktrail.common import settings
 from stacktrail.integrations import _base
 from stacktrail.integrations import methods
 
 LOG = logging.getLogger(__name__)
-
-
-def flag_gate(flag):
-    """A gate that is open while the live flag ``flag`` is on."""
-    if flag is None:
-        return methods.always
-
-    def gate():
-        return settings.current.flags.get(flag, False)
-    gate.flag = flag
-    return gate
 
 
 def resolve(path):
@@ -120,7 +108,7 @@ class TraceClass(Declaration):
 
     def apply(self, patcher):
         methods.trace_class(lookup(self.path), self.name,
-                            flag_gate(self.flag), self.methods, self.private,
+                            self.flag, self.methods, self.private,
                             self.info, patcher)
 
 
@@ -159,7 +147,7 @@ class TraceCreated(Declaration):
         if described is None or methods.is_object_traced(obj):
             return
         name, flag = described
-        methods.trace_object(obj, name, flag_gate(flag), self.methods,
+        methods.trace_object(obj, name, flag, self.methods,
                              self.private)
 
 

@@ -6,8 +6,9 @@ per-project adapters and the osprofiler takeover:
 * a traced method is a wrapper with the method's own parameter list
   (``common.wrappers``): with no trace active it costs one context lookup
   and a branch;
-* with a trace active, the span is made only when its ``gate`` says so
-  (read at each call, so a flag changed by SIGHUP takes effect at once);
+* with a trace active, the span is made only when its ``gate`` is open:
+  None (always), the name of a live ``[profiler]`` flag, or a callable,
+  read at each call, so a flag changed by SIGHUP takes effect at once;
 * a method that returns a generator keeps its span open until the
   generator is exhausted or closed, and the generator's own work (the
   storage commands it sends) is recorded under it;
@@ -38,8 +39,13 @@ _OBJECT_ATTR = "_stacktrail_traced_methods"
 _OSPROFILER_FILE = os.path.join("osprofiler", "profiler.py")
 
 
-def always():
-    return True
+def is_open(gate):
+    """Whether ``gate`` lets a span through now (see the module)."""
+    if gate is None:
+        return True
+    if gate.__class__ is str:
+        return settings.current.flags.get(gate, False)
+    return gate()
 
 
 def is_traced(fn):
@@ -62,9 +68,9 @@ def unwrap_foreign(fn, decorators=False):
     return fn
 
 
-def traced(fn, name, qualname=None, gate=always, info=None,
+def traced(fn, name, qualname=None, gate=None, info=None,
            show_args=False):
-    """``fn`` wrapped: a span ``name`` per call while ``gate()`` is true.
+    """``fn`` wrapped: a span ``name`` per call while ``gate`` is open.
 
     ``info`` is merged into the start info (an adapter's kind-specific
     fields); ``qualname`` is the recorded function name.
@@ -79,14 +85,9 @@ def traced(fn, name, qualname=None, gate=always, info=None,
         return dict(fixed, function={"name": qualname, "args": str(args),
                                      "kwargs": str(kwargs)})
 
-    # A flag's gate (adapters.toolkit.flag_gate) is read here inline.
-    flag = getattr(gate, "flag", None)
-
     def slow(*args, **kwargs):
         frame = _current.get()
-        if frame is None or _emitting() or not (
-                settings.current.flags.get(flag, False) if flag is not None
-                else gate()):
+        if frame is None or _emitting() or not is_open(gate):
             return fn(*args, **kwargs)
         info = fixed if not show_args else \
             _base.guard(name, start_info, args, kwargs)
@@ -169,7 +170,7 @@ def _coroutine(fn, name, gate, start_info):
 
     @functools.wraps(fn)
     async def wrapper(*args, **kwargs):
-        if _current.get() is None or not gate() or not _base.active():
+        if not _base.active() or not is_open(gate):
             return await fn(*args, **kwargs)
         with _base.Span(name, name, start_info(args, kwargs)):
             return await fn(*args, **kwargs)
@@ -186,7 +187,7 @@ def _selected(attr_name, methods, private):
     return private or not attr_name.startswith("_")
 
 
-def trace_class(cls, name, gate=always, methods=None, private=False,
+def trace_class(cls, name, gate=None, methods=None, private=False,
                 info=None, patcher=None, inherited=False):
     """Trace the plain methods ``cls`` defines (and, with ``inherited``,
     those it inherits, set on ``cls`` itself as osprofiler's trace_cls does).
@@ -251,7 +252,7 @@ def _object_methods(obj, methods, private):
             if _selected(attr_name, methods, private)]
 
 
-def trace_object(obj, name, gate=always, methods=None, private=False,
+def trace_object(obj, name, gate=None, methods=None, private=False,
                  info=None, show_args=False):
     """Trace the methods of one object through instance attributes, so it
     keeps its class (``isinstance``, ``type()`` and identity unchanged).

@@ -29,6 +29,29 @@ def test_command_name_and_key_count_never_values(client, trace, recorder):
     assert all(s["parent_id"] == trace.get_id() for s, _ in spans)
 
 
+def test_repeated_commands_record_their_own_db_and_keys(client, trace,
+                                                       recorder):
+    # A command's start info is made once and reused: never across
+    # databases, argument counts or scripts with other key counts.
+    tracing.enable()
+    script = "return 1"
+    other_db = redis.Redis(connection_pool=redis.ConnectionPool(
+        **dict(client.connection_pool.connection_kwargs,
+               db=client.connection_pool.connection_kwargs["db"] ^ 1)))
+    for _ in range(2):
+        client.get("a")
+        other_db.get("a")
+        client.delete("a", "b")
+        client.eval(script, 1, "k")
+        client.eval(script, 2, "k", "l")
+    other_db.close()
+    db = client.connection_pool.connection_kwargs["db"]
+    seen = [(s["info"]["db"]["command"], s["info"]["db"]["keys"],
+             s["info"]["db"]["db"]) for s, _ in recorder.spans("redis")]
+    assert seen == [("GET", 1, db), ("GET", 1, db ^ 1), ("DEL", 2, db),
+                    ("EVAL", 1, db), ("EVAL", 2, db)] * 2
+
+
 def test_pipeline_is_one_span(client, trace, recorder):
     tracing.enable()
     with client.pipeline() as pipe:
