@@ -8,11 +8,16 @@ store each, all running at once:
 
 * ``off``: Zaqar as published, no stacktrail on its path, no fragment (its
   own osprofiler installed but disabled, as upstream ships it);
-* ``armed``: stacktrail (``etc/zaqar/stacktrail.conf`` plus
-  ``connection_string = agent://<socket>`` and a key), requests not signed;
-* ``triggered``: the same server configuration, every request signed (a new
-  trace per round), points going through a real stacktrail-agent into Redis
-  (another db);
+* ``armed``: stacktrail (the lines of ``etc/zaqar/stacktrail.conf`` copied
+  into zaqar.conf, plus ``connection_string = agent://<socket>`` and a
+  key), requests not signed;
+* ``armed+file``: the same, with the fragment as one more
+  ``--config-file``, as README.rst describes too (oslo.policy looks for a
+  policy file in the directory of every config file on each policy check,
+  so a file costs a little whatever it holds);
+* ``triggered``: the same server configuration as ``armed``, every request
+  signed (a new trace per round), points going through a real
+  stacktrail-agent into Redis (another db);
 * ``osprofiler``: Zaqar's own osprofiler 4.4.0, ``connection_string =
   redis://`` (a third db), every request signed with its headers (the same
   bytes as ours).
@@ -68,8 +73,7 @@ from tests.services import envs  # noqa: E402
 from tests.services import tracing  # noqa: E402
 from tests.services import zaqar  # noqa: E402
 
-FRAGMENT = Path(ROOT) / "etc" / "zaqar" / "stacktrail.conf"
-CONFIGS = ("off", "armed", "triggered", "osprofiler")
+CONFIGS = ("off", "armed", "armed+file", "triggered", "osprofiler")
 SIGNED = ("triggered", "osprofiler")
 TARGETS = {"armed": 1.005, "triggered": 1.05}
 EXPECTED = {"POST": 201, "GET": 200}
@@ -95,7 +99,7 @@ class Target:
         self.name = name
         self.server = server
         self.client = server.client()
-        self.queue = "bench-" + name
+        self.queue = "bench-" + name.replace("+", "-")
         self.rounds = []          # seconds, POST + GET, counted rounds
         self.failures = []        # (method, status, text)
         self.trace_ids = []       # signed configurations: one per round
@@ -173,10 +177,13 @@ def start_servers(stack, workdir, env, overlay, message_url, agent_url,
     for name in CONFIGS:
         directory = workdir / name
         kwargs = {}
+        profiler = {"connection_string": agent_url, "hmac_keys": key}
         if name in ("armed", "triggered"):
-            kwargs = dict(overlay=overlay, extra_conf_files=[FRAGMENT],
-                          profiler={"connection_string": agent_url,
-                                    "hmac_keys": key})
+            kwargs = dict(overlay=overlay,
+                          **zaqar.fragment_sections(**profiler))
+        elif name == "armed+file":
+            kwargs = dict(overlay=overlay, profiler=profiler,
+                          extra_conf_files=[zaqar.FRAGMENT])
         elif name == "osprofiler":
             kwargs = dict(profiler=zaqar.profiler_section(osprofiler_url,
                                                           hmac_keys=key))

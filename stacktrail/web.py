@@ -93,19 +93,6 @@ def request_info(environ):
     return kinds.WSGI.start_info(request)
 
 
-def _nothing_asks(environ):
-    """True when nothing can start a trace for this request: no trigger
-    header and no head sampling.  Most requests of an armed service are
-    such; this check spares them the header parsing of
-    ``propagation.start_from_headers`` (whose outcome for them is the
-    same: not traced, a new W3C context to pass on)."""
-    live = settings.current
-    return (live.sampling_rate <= 0 and live.policy is None
-            and "HTTP_X_TRACE_INFO" not in environ
-            and "HTTP_X_TRACE_HMAC" not in environ
-            and "HTTP_TRACEPARENT" not in environ)
-
-
 class WsgiMiddleware:
     """Traces requests that carry a valid trigger; serves every request.
 
@@ -148,7 +135,9 @@ class WsgiMiddleware:
     def __call__(self, environ, start_response=None):
         if start_response is None:
             return self._call_with_request(environ)
-        if not self._active():
+        # self._active(), inlined: every request of the service comes here.
+        if self.enabled is False or not (
+                bool(self.enabled) if _ENABLED is None else _ENABLED):
             return self.application(environ, start_response)
         ctx = contextvars.copy_context()
         span = ctx.run(self._begin, environ)
@@ -196,8 +185,16 @@ class WsgiMiddleware:
         """
         if self.service:
             context.writer.set(context.writer_of(self.service))
-        if _nothing_asks(environ):
-            if "w3c" in settings.current.propagation:
+        live = settings.current
+        # Nothing can start a trace for most requests of an armed service:
+        # no trigger header, no head sampling.  They skip the header parsing
+        # of propagation.start_from_headers (whose outcome for them is the
+        # same: not traced, a new W3C context to pass on).
+        if live.sampling_rate <= 0 and live.policy is None \
+                and "HTTP_X_TRACE_INFO" not in environ \
+                and "HTTP_X_TRACE_HMAC" not in environ \
+                and "HTTP_TRACEPARENT" not in environ:
+            if "w3c" in live.propagation:
                 _untraced.set(propagation.W3CContext())
             return None
         keys = _HMAC_KEYS or self.hmac_keys
@@ -214,7 +211,7 @@ class WsgiMiddleware:
         frame = context.current.get()
         if frame is None:   # [profiler] enabled = false: nothing recorded
             return None
-        if settings.current.flags["trace_wsgi"]:
+        if live.flags["trace_wsgi"]:
             frame = profiler.open_span(frame, self.name,
                                        request_info(environ))
             if owners.active:  # oslo.middleware's server span is this one

@@ -14,7 +14,6 @@ runs there as a program of its own; plain ``requests`` runs here.
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -24,8 +23,7 @@ from stacktrail import requests as st_requests
 from tests.services import tracing
 from tests.services import zaqar
 
-FRAGMENT = Path(__file__).resolve().parents[2] / "etc" / "zaqar" / \
-    "stacktrail.conf"
+FRAGMENT = zaqar.FRAGMENT
 
 ZAQARCLIENT = """\
 import json, sys

@@ -64,8 +64,7 @@ from tests.agent import harness
 from tests.services import tracing
 from tests.services import zaqar
 
-FRAGMENT = Path(__file__).resolve().parents[2] / "etc" / "zaqar" / \
-    "stacktrail.conf"
+FRAGMENT = zaqar.FRAGMENT
 FAULT_SECONDS = 3.0       # requests sent while the store or agent is broken
 OUTAGE_SECONDS = 12.0     # case (f): the agent's store is down this long
 RECOVERY_TIMEOUT = 20.0   # the flusher's backoff is at most 5 s

@@ -16,8 +16,7 @@ import pytest
 from tests.services import tracing
 from tests.services import zaqar
 
-FRAGMENT = Path(__file__).resolve().parents[2] / "etc" / "zaqar" / \
-    "stacktrail.conf"
+FRAGMENT = zaqar.FRAGMENT
 SECRET = "a-message-body-value-never-recorded"
 
 
@@ -30,17 +29,21 @@ def start(tmp_path, redis_url, zaqar_env, stacktrail_overlay):
     """
     running = []
 
-    def start(store, overrides=None, message_store=redis_url, **kwargs):
+    def start(store, overrides=None, message_store=redis_url, inline=False,
+              **kwargs):
         directory = tmp_path / ("server%d" % len(running))
         directory.mkdir()
-        extra = [FRAGMENT]
+        profiler = {"connection_string": store, "hmac_keys": tracing.KEY}
+        if inline:  # the fragment's lines copied into zaqar.conf
+            extra, sections = [], zaqar.fragment_sections(**profiler)
+        else:
+            extra, sections = [FRAGMENT], {"profiler": profiler}
         if overrides is not None:
             extra.append(write_overrides(directory, overrides))
         server = zaqar.zaqar_server(
             directory, message_store, env=zaqar_env,
             overlay=stacktrail_overlay, extra_conf_files=extra,
-            profiler={"connection_string": store,
-                      "hmac_keys": tracing.KEY}, **kwargs)
+            **sections, **kwargs)
         running.append(server)
         return server.__enter__()
 
@@ -67,6 +70,17 @@ def round_trip(server, queue="q1"):
     assert got.status_code == 200, got.text
     assert [m["body"] for m in got.json()["messages"]] == [{"v": SECRET}]
     return base_id
+
+
+def test_the_fragment_lines_copied_into_zaqar_conf_trace_alike(
+        start, second_redis_url):
+    server = start(second_redis_url, inline=True)
+    base_id = round_trip(server)
+    tracing.wait_for_messages(second_redis_url, base_id)
+    roots = tracing.show(base_id, second_redis_url)
+    assert [r.name for r in roots] == ["wsgi", "wsgi"]
+    assert {c.name for c in roots[0].children} >= {
+        "sqlalchemy_queue_controller", "redis_message_controller"}
 
 
 def file_store(tmp_path):

@@ -16,8 +16,7 @@ import pytest
 from tests.services import tracing
 from tests.services import zaqar
 
-FRAGMENT = Path(__file__).resolve().parents[2] / "etc" / "zaqar" / \
-    "stacktrail.conf"
+FRAGMENT = zaqar.FRAGMENT
 
 CLIENT = """\
 import json, sys, uuid

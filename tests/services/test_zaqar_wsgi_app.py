@@ -11,15 +11,13 @@ wsgiref hosts the application as a WSGI container would.
 
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.services import tracing
 from tests.services import zaqar
 
-FRAGMENT = Path(__file__).resolve().parents[2] / "etc" / "zaqar" / \
-    "stacktrail.conf"
+FRAGMENT = zaqar.FRAGMENT
 
 
 @pytest.fixture

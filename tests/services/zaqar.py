@@ -175,6 +175,23 @@ def profiler_section(connection_string, hmac_keys="SECRET_KEY", **options):
     return section
 
 
+FRAGMENT = envs.ROOT / "etc" / "zaqar" / "stacktrail.conf"
+
+
+def fragment_sections(path=FRAGMENT, **profiler):
+    """The shipped fragment's options as ``write_config`` sections, for a
+    zaqar.conf that holds its lines itself (no file of their own);
+    ``profiler`` adds or overrides ``[profiler]`` options."""
+    import configparser
+    # No default section: [DEFAULT] is read as the section it is.
+    parser = configparser.ConfigParser(interpolation=None,
+                                       default_section="\0")
+    parser.read(path)
+    sections = {name: dict(parser.items(name)) for name in parser.sections()}
+    sections.setdefault("profiler", {}).update(profiler)
+    return sections
+
+
 def render_conf(conf):
     """oslo.config INI text from ``{section: {option: value}}``."""
     lines = []
