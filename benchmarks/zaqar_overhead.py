@@ -29,7 +29,14 @@ every connection, so each request also pays a TCP connect, alike for all).
 Within a round the requests are interleaved one by one (every
 configuration's POST, then every configuration's GET, in an order shuffled
 per round), so noise on this 2-core machine lands on all of them alike;
-only the ratios to ``off`` measured here mean anything.
+only the ratios to ``off`` measured here mean anything.  Each
+configuration runs in ``--servers`` processes (default 3), taking part in
+every round alike: two processes of the very same configuration differ
+by about 1 % (where their code and data landed in memory, their hash
+seeds), as much as the target for ``armed`` allows, so one process per
+configuration would measure its luck.  A configuration's figures pool its
+processes' rounds (round i of its process k paired with round i of off's
+process k) and add their CPU.
 
 Printed per configuration: p50 and p99 of the round latency (POST + GET)
 and their ratio to ``off`` (with a 95 % bootstrap interval of the p50
@@ -44,9 +51,9 @@ Checked while measuring: every response is 201 (POST) or 200 (GET), every
 triggered trace is in the agent's store with its two ``wsgi`` spans (all of
 them are read back), a sample of 100 osprofiler traces is in its store, and
 the agent dropped nothing.  Exit status 0: targets met; 1: a target
-missed; 2: a request failed or a trace is missing.  About 2 minutes with
-the default 1000 rounds (each server is warmed up with 40 uncounted rounds
-first).
+missed; 2: a request failed or a trace is missing.  About 5 minutes with
+the default 1000 rounds of 3 servers each (every server is warmed up with
+40 uncounted rounds first).
 """
 
 import argparse
@@ -96,10 +103,11 @@ class Target:
     """One configuration: its server, client, queue and what it measured."""
 
     def __init__(self, name, server):
-        self.name = name
+        self.name = name                    # "armed#1": replica 1
+        self.config = name.split("#")[0]    # "armed"
         self.server = server
         self.client = server.client()
-        self.queue = "bench-" + name.replace("+", "-")
+        self.queue = "bench-" + name.replace("+", "-").replace("#", "-")
         self.rounds = []          # seconds, POST + GET, counted rounds
         self.failures = []        # (method, status, text)
         self.trace_ids = []       # signed configurations: one per round
@@ -108,7 +116,7 @@ class Target:
         self.cpu = None           # server CPU seconds over counted rounds
 
     def new_round(self, key):
-        if self.name in SIGNED:
+        if self.config in SIGNED:
             base_id, self.headers = tracing.signed_headers(key)
             self.trace_ids.append(base_id)
         self.pending = 0.0
@@ -127,6 +135,20 @@ class Target:
         self.pending += time.perf_counter() - started
         if resp.status_code != EXPECTED[method]:
             self.failures.append((method, resp.status_code, resp.text[:200]))
+
+
+class Pooled:
+    """A configuration's server processes as one: their rounds and trace
+    ids one after the other (round i of replica k stays paired with round
+    i of off's replica k), their CPU added."""
+
+    def __init__(self, name, replicas):
+        self.name = name
+        self.replicas = replicas
+        self.rounds = [r for t in replicas for r in t.rounds]
+        self.trace_ids = [i for t in replicas for i in t.trace_ids]
+        self.failures = [f for t in replicas for f in t.failures]
+        self.cpu = sum(t.cpu for t in replicas)
 
 
 def run_rounds(targets, rounds, key, counted, rng):
@@ -172,24 +194,32 @@ def check_traces(url, trace_ids, timeout):
 
 
 def start_servers(stack, workdir, env, overlay, message_url, agent_url,
-                  osprofiler_url, key):
+                  osprofiler_url, key, replicas):
+    """{"off#0": server, ...}: ``replicas`` processes per configuration."""
     started = {}
-    for name in CONFIGS:
-        directory = workdir / name
-        kwargs = {}
-        profiler = {"connection_string": agent_url, "hmac_keys": key}
-        if name in ("armed", "triggered"):
-            kwargs = dict(overlay=overlay,
-                          **zaqar.fragment_sections(**profiler))
-        elif name == "armed+file":
-            kwargs = dict(overlay=overlay, profiler=profiler,
-                          extra_conf_files=[zaqar.FRAGMENT])
-        elif name == "osprofiler":
-            kwargs = dict(profiler=zaqar.profiler_section(osprofiler_url,
-                                                          hmac_keys=key))
-        started[name] = stack.enter_context(
-            zaqar.zaqar_server(directory, message_url, env=env, **kwargs))
+    for replica in range(replicas):
+        for name in CONFIGS:
+            started["%s#%d" % (name, replica)] = start_server(
+                stack, workdir / ("%s-%d" % (name, replica)), name, env,
+                overlay, message_url, agent_url, osprofiler_url, key)
     return started
+
+
+def start_server(stack, directory, name, env, overlay, message_url,
+                 agent_url, osprofiler_url, key):
+    kwargs = {}
+    profiler = {"connection_string": agent_url, "hmac_keys": key}
+    if name in ("armed", "triggered"):
+        kwargs = dict(overlay=overlay,
+                      **zaqar.fragment_sections(**profiler))
+    elif name == "armed+file":
+        kwargs = dict(overlay=overlay, profiler=profiler,
+                      extra_conf_files=[zaqar.FRAGMENT])
+    elif name == "osprofiler":
+        kwargs = dict(profiler=zaqar.profiler_section(osprofiler_url,
+                                                      hmac_keys=key))
+    return stack.enter_context(
+        zaqar.zaqar_server(directory, message_url, env=env, **kwargs))
 
 
 def main():
@@ -198,6 +228,9 @@ def main():
                         help="counted rounds per configuration")
     parser.add_argument("--warmup", type=int, default=40,
                         help="rounds first, not counted")
+    parser.add_argument("--servers", type=int, default=3,
+                        help="server processes per configuration (a "
+                        "process's own speed varies by about 1 %%)")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -224,8 +257,8 @@ def main():
         stack.callback(agent.stop)
         started = start_servers(stack, workdir, env, overlay,
                                 urls["messages"], agent.url,
-                                urls["osprofiler"], key)
-        targets = [Target(name, started[name]) for name in CONFIGS]
+                                urls["osprofiler"], key, args.servers)
+        targets = [Target(name, server) for name, server in started.items()]
         for target in targets:
             stack.callback(target.client.close)
             resp = target.client.create_queue(target.queue)
@@ -237,7 +270,7 @@ def main():
         time.sleep(1.0)     # warm-up points flushed and written
         gc.collect()
         gc.disable()
-        before = {t.name: cpu_seconds(t.server.pid) for t in targets}
+        before = {t: cpu_seconds(t.server.pid) for t in targets}
         agent_before = cpu_seconds(agent.proc.pid)
         received_before = agent.status()["received"]
         client_before = sum(os.times()[:2])
@@ -250,8 +283,10 @@ def main():
         gc.enable()
         time.sleep(1.0)     # the flushers' last batches (every 0.2 s)
         for target in targets:
-            target.cpu = cpu_seconds(target.server.pid) - before[target.name]
-
+            target.cpu = cpu_seconds(target.server.pid) - before[target]
+        crashed = [t.name for t in targets if not t.server.running()]
+        targets = [Pooled(name, [t for t in targets if t.config == name])
+                   for name in CONFIGS]
         by_name = {t.name: t for t in targets}
         triggered = by_name["triggered"]
         complete, points, missing = check_traces(
@@ -262,7 +297,6 @@ def main():
         sample = rng.sample(osp.trace_ids, min(100, len(osp.trace_ids)))
         osp_complete, osp_points, osp_missing = check_traces(
             urls["osprofiler"], sample, timeout=10)
-        crashed = [t.name for t in targets if not t.server.running()]
 
     busy, total = (a - b for a, b in zip(machine_after, machine_before))
     load = {"cores": os.cpu_count(),
@@ -279,13 +313,14 @@ def report(args, targets, elapsed, agent_cpu, status, received_before,
            crashed, load):
     by_name = {t.name: t for t in targets}
     off = by_name["off"]
-    requests_per = 2 * args.rounds
+    requests_per = 2 * args.rounds * args.servers
     off_p50, off_p99 = pct(off.rounds, 0.5), pct(off.rounds, 0.99)
     off_cpu = off.cpu / requests_per
     print("zaqar-server 23.0.1, Redis messages + SQLite management; one "
           "round = POST 1 message + GET ?echo=true")
-    print("%d rounds per configuration (+%d warm-up), interleaved request by "
-          "request, %.0f s" % (args.rounds, args.warmup, elapsed))
+    print("%d rounds (+%d warm-up) of %d server processes per "
+          "configuration, interleaved request by request, %.0f s"
+          % (args.rounds, args.warmup, args.servers, elapsed))
     print("machine: %.2f of %d cores busy during the rounds (these servers, "
           "the agent and the client: %.2f; the rest is Redis and others)"
           % (load["busy"], load["cores"], load["ours"]))

@@ -86,7 +86,10 @@ _INFOS = {}
 
 
 def _command_info(client, args):
-    db = _db_of(client)
+    try:   # _db_of(client), inlined: once per traced command
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+    except AttributeError:
+        db = 0
     try:
         return _INFOS[args[0], len(args), db]
     except (KeyError, IndexError, TypeError):
@@ -117,13 +120,12 @@ def _db_of(client):
         return 0
 
 
-def _begin(info_fn, client, arg):
-    """(handle, context token) of a new span, or None when this command
-    is not recorded: no trace here, a command of a traced call already
-    recording (a pipeline's own commands), or a notifier writing its
-    points."""
-    frame = _traced_here()
-    if frame is None or _inside.get() or _emitting():
+def _begin(frame, info_fn, client, arg):
+    """(handle, context token) of a new span under ``frame`` (the current
+    one, not None), or None when this command is not recorded: a command
+    of a traced call already recording (a pipeline's own commands), or a
+    notifier writing its points."""
+    if _inside.get() or _emitting():
         return None
     try:
         info = info_fn(client, arg)
@@ -143,9 +145,10 @@ def _traced(original, info_fn):
     """Sync wrapper of a client method; ``info_fn(client, args)``."""
     @functools.wraps(original)
     def wrapper(self, *args, **kwargs):
-        if _traced_here() is None:   # most commands: one lookup
+        frame = _traced_here()
+        if frame is None:   # most commands: one lookup
             return original(self, *args, **kwargs)
-        span = _begin(info_fn, self, args)
+        span = _begin(frame, info_fn, self, args)
         if span is None:
             return original(self, *args, **kwargs)
         try:
@@ -163,9 +166,10 @@ def _traced_async(original, info_fn):
     """asyncio wrapper: the same, awaited."""
     @functools.wraps(original)
     async def wrapper(self, *args, **kwargs):
-        if _traced_here() is None:   # most commands: one lookup
+        frame = _traced_here()
+        if frame is None:   # most commands: one lookup
             return await original(self, *args, **kwargs)
-        span = _begin(info_fn, self, args)
+        span = _begin(frame, info_fn, self, args)
         if span is None:
             return await original(self, *args, **kwargs)
         try:
