@@ -8,7 +8,7 @@ transport, in-memory SQLite, fake volume driver).  One lifecycle is what a
 user waits for: POST /volumes (1 GB), wait until the API says
 ``available``, DELETE, wait until the API answers 404
 (tests/services/cinder_tests/bench.py; the work goes API -> scheduler ->
-volume manager -> driver, and the database all along).  Four
+volume manager -> driver, and the database all along).  Five
 configurations:
 
 * ``off``: Cinder as published, nothing of stacktrail on its path and no
@@ -30,7 +30,12 @@ configurations:
   headers (the same bytes as ours).  Cinder's test base replaces
   ``osprofiler.profiler.trace_cls`` with a no-op and Cinder never
   registers its SQL hook, so osprofiler records the API's two ``wsgi``
-  spans and nothing else: compare the points per trace before the times.
+  spans and nothing else: compare the points per trace before the times;
+* ``alternating``: the triggered configuration with only every other
+  lifecycle signed (the others run armed), reported on a line of its own
+  (``within one process``): triggered against armed lifecycle by lifecycle
+  in the same process, free of the differences between processes that
+  move the ratios of the table by several percent.
 
 How it is timed.  Each round starts one test process per configuration,
 all at once; once each has started its services and run ``--warmup``
@@ -39,9 +44,11 @@ process at a time, in an order shuffled per turn, until each has run
 ``--iterations``.  A process waiting for its turn is stopped in a blocking
 read, services included (only OS threads such as stacktrail's flusher
 run: the flush after a turn's last lifecycle, at most 0.2 s of points,
-happens then, untimed).  So the four configurations are measured seconds
+happens then, untimed).  So the five configurations are measured seconds
 apart all along, and the noise of this shared 2-core machine falls on all
-of them alike; process and service start-up are not timed.  The
+of them alike; process and service start-up are not timed.  The processes
+of one round share a hash seed (``PYTHONHASHSEED``, the round's number),
+one source less of the differences between processes.  The
 lifecycles are pooled per configuration.  Three harness settings, the
 same for every configuration, keep a lifecycle's time the time of its
 work:
@@ -107,8 +114,9 @@ from tests.agent import harness  # noqa: E402
 from tests.services import envs  # noqa: E402
 from tests.services import tracing  # noqa: E402
 
-CONFIGS = ("off", "armed", "triggered", "osprofiler")
-SIGNED = {"triggered": "stacktrail", "osprofiler": "osprofiler"}
+CONFIGS = ("off", "armed", "triggered", "osprofiler", "alternating")
+SIGNED = {"triggered": "stacktrail", "osprofiler": "osprofiler",
+          "alternating": "stacktrail"}
 TARGETS = {"armed": 1.01, "triggered": 1.05}
 # [profiler] options of the fragment that osprofiler knows too.
 OSPROFILER_OPTIONS = ("enabled", "trace_sqlalchemy", "trace_requests")
@@ -167,6 +175,7 @@ class Config:
         self.turns = {}                 # turn number -> [total, ...]
         self.round_of = {}              # turn number -> round number
         self.rounds = []                # [total, ...] of each round
+        self.round_rows = []            # [row, ...] of each round
         self.trace_ids = []
         self.failures = []              # (round, report)
 
@@ -231,6 +240,8 @@ def build_configs(service, env, workdir, agent_url, osprofiler_url, key):
     settings = {"off": (None, {}, None),
                 "armed": (overlay, st_env, st_profiler),
                 "triggered": (overlay, st_env, st_profiler),
+                "alternating": (overlay, dict(
+                    st_env, STACKTRAIL_BENCH_ALTERNATE="1"), st_profiler),
                 "osprofiler": (osp_overlay, osp_env, osp_profiler)}
     return [Config(name, *settings[name]) for name in CONFIGS]
 
@@ -306,7 +317,8 @@ class Process:
                         STACKTRAIL_BENCH_WAIT=args.wait,
                         STACKTRAIL_BENCH_POLL=str(args.poll),
                         STACKTRAIL_BENCH_RPC_POLL=str(args.rpc_poll),
-                        STACKTRAIL_BENCH_CONTROL=str(directory))
+                        STACKTRAIL_BENCH_CONTROL=str(directory),
+                        PYTHONHASHSEED=str(n + 1))
         if config.name in SIGNED:
             env_vars.update(STACKTRAIL_BENCH_SIGN=SIGNED[config.name],
                             STACKTRAIL_BENCH_KEY=key,
@@ -375,6 +387,7 @@ def run_round(service, env, configs, args, key, workdir, n, rng, turn):
             config.failures.append((n, failure))
         config.rows.extend(rows)
         config.rounds.append([row["total"] for row in rows])
+        config.round_rows.append(rows)
         start = 0
         for number, count in proc.turns:
             config.turns[number] = [r["total"]
@@ -523,7 +536,10 @@ def main(service, args):
 
     busy, total = (a - b for a, b in zip(machine_after, machine_before))
     busy_cores = busy / total * os.cpu_count() if total else 0.0
-    lifecycles = args.rounds * (args.iterations + args.warmup)
+    # Traced lifecycles: the triggered process's, and every other one of
+    # the alternating process's.
+    per_process = args.iterations + args.warmup
+    lifecycles = args.rounds * (per_process + per_process // 2)
     return report(service, args, configs, elapsed, busy_cores, agent_cpu,
                   lifecycles, status, len(present), checked, len(sample),
                   osp_checked, len(osp_sample))
@@ -574,6 +590,8 @@ def report(service, args, configs, elapsed, busy_cores, agent_cpu,
           "timed lifecycles per process (+%d warm-up); %.0f s"
           % (args.rounds, len(configs), args.batch, args.iterations,
              args.warmup, elapsed))
+    alternating = by_name.pop("alternating")
+    configs = [c for c in configs if c is not alternating]
     print("waits: %s; status GETs %g s apart (median %g per lifecycle); "
           "fake RPC listeners look every %g s"
           % ("the service's notification, then the API"
@@ -616,6 +634,7 @@ def report(service, args, configs, elapsed, busy_cores, agent_cpu,
     print("%-71s %7.1f  (per triggered lifecycle, warm-up included; "
           "%.0f points each)" % ("agent", agent_cpu / lifecycles * 1e3,
                                  received / lifecycles))
+    print(within_process(alternating))
     print("phases, p50 ms from the POST's start: " + "; ".join(
         "%s %s" % (c.name, " ".join(
             "%.0f" % (statistics.median(r[p] for r in c.rows) * 1e3)
@@ -646,6 +665,26 @@ def report(service, args, configs, elapsed, busy_cores, agent_cpu,
             or osp_ok < osp_sampled or status["dropped"]):
         return 2
     return 0 if ok else 1
+
+
+def within_process(config):
+    """The line on the ``alternating`` processes: every other lifecycle
+    signed, the others armed, so their ratio is the cost of a trace free
+    of the differences between processes."""
+    def split(rows):
+        return ([r["total"] for r in rows if r.get("signed")],
+                [r["total"] for r in rows if not r.get("signed")])
+    signed, armed = split(config.rows)
+    if not signed or not armed:
+        return "within one process (alternating): too few lifecycles"
+    per_round = [statistics.median(s) / statistics.median(a)
+                 for s, a in map(split, config.round_rows) if s and a]
+    return ("within one process (alternating triggered and armed "
+            "lifecycles): triggered / armed p50 %.3f (%d and %d), per "
+            "process %.3f [%.3f-%.3f]" % (
+                statistics.median(signed) / statistics.median(armed),
+                len(signed), len(armed), statistics.median(per_round),
+                min(per_round), max(per_round)))
 
 
 def failures(configs):

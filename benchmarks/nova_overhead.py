@@ -8,7 +8,7 @@ compute service with the fake virt driver in one eventlet process, fake
 RPC transport, SQLite).  One lifecycle is what a user waits for: POST
 /servers, wait until the API says ACTIVE, DELETE, wait until 404
 (tests/services/nova_tests/bench.py, ``nova_tests.boot.BootServerTest``
-with real casts: ``CAST_AS_CALL = False``).  The same four configurations
+with real casts: ``CAST_AS_CALL = False``).  The same five configurations
 as benchmarks/cinder_overhead.py, whose docstring says how they are
 measured and what is printed:
 
@@ -30,7 +30,9 @@ measured and what is printed:
   configuration is read, so osprofiler records a fraction of what
   stacktrail does (the API's ``wsgi`` and ``compute_api`` spans and some
   SQL statements, each written to Redis from the request's greenthread):
-  compare the points per trace before comparing the times.
+  compare the points per trace before comparing the times;
+* ``alternating``: every other lifecycle triggered, the others armed, in
+  the same process (the line ``within one process``).
 
 Targets: armed p50 <= 1.01 x off, triggered p50 <= 1.05 x off; osprofiler
 for comparison.  Checked at the end: every triggered trace id is in the

@@ -45,6 +45,10 @@ Environment:
   ``web.get_trace_id_headers()`` (the bytes are the same for both), made
   before the lifecycle's clock starts; the status GETs are never signed.
   Each trace id goes to the file ``STACKTRAIL_BENCH_IDS``, one per line.
+* ``STACKTRAIL_BENCH_ALTERNATE=1``: with signing, only every other
+  lifecycle is signed (the others run armed), and each row says which
+  (``signed``): the cost of a trace within one process, free of the
+  differences between processes.
 
 Nothing of stacktrail or osprofiler is imported unless signing asks for it,
 so the same test runs with tracing off, armed, triggered or osprofiler's.
@@ -52,6 +56,7 @@ so the same test runs with tracing off, armed, triggered or osprofiler's.
 
 import gc
 import importlib
+import itertools
 import json
 import os
 import time
@@ -68,6 +73,7 @@ CONTROL_ENV = "STACKTRAIL_BENCH_CONTROL"
 SIGN_ENV = "STACKTRAIL_BENCH_SIGN"
 KEY_ENV = "STACKTRAIL_BENCH_KEY"
 IDS_ENV = "STACKTRAIL_BENCH_IDS"
+ALTERNATE_ENV = "STACKTRAIL_BENCH_ALTERNATE"
 WAIT_TIMEOUT = 60.0
 
 
@@ -210,13 +216,21 @@ class LifecycleBench:
         if ids:
             self.addCleanup(ids.close)
 
+        # Every other lifecycle signed (the others armed only), each row
+        # saying which: the cost of a trace measured within one process.
+        alternate = sign is not None and environ.get(ALTERNATE_ENV) == "1"
+        runs = itertools.count()
+
         def run(counted):
-            base_id, headers = sign() if sign else (None, None)
+            signed = sign is not None and (not alternate or next(runs) % 2)
+            base_id, headers = sign() if signed else (None, None)
             timings = lifecycle(headers, interval, notified)
+            if alternate:
+                timings["signed"] = bool(signed)
             if counted:
                 durations.write(json.dumps(timings) + "\n")
                 durations.flush()
-                if ids:
+                if ids and signed:
                     ids.write(base_id + "\n")
                     ids.flush()
 
