@@ -11,7 +11,6 @@ When no trace is active every entry point returns after one context lookup.
 """
 
 import functools
-import random
 
 from stacktrail import notifier as _notifier
 from stacktrail.common import context as _context
@@ -24,10 +23,6 @@ from stacktrail.common.clock import now_ns as _now_ns
 _current = _context.current
 _Frame = _context.Frame
 _new_id = _ids.new_id
-# _new_id(), inlined where every span passes (open_span, open_leaf).
-_getrandbits = random.getrandbits
-_UUID4_CLEAR = _ids.UUID4_CLEAR
-_UUID4_SET = _ids.UUID4_SET
 START = _points.START
 STOP = _points.STOP
 
@@ -170,8 +165,7 @@ def stop_detached(handle, info=None):
 def open_span(frame, name, info):
     """Push a span ``name`` under ``frame`` (the current one); returns it."""
     prof = frame.profiler
-    span = _Frame(prof, _getrandbits(128) & _UUID4_CLEAR | _UUID4_SET, frame,
-                  name)
+    span = _Frame(prof, _new_id(), frame, name)
     _current.set(span)
     (prof.put or _notifier._put)((name, START, prof.base_id, frame.span_id,
                                   span.span_id, _now_ns(), info))
@@ -193,8 +187,7 @@ def open_leaf(frame, name, info):
     """A span under ``frame`` that is never pushed; returns its handle."""
     prof = frame.profiler
     put = prof.put or _notifier._put
-    handle = (name, prof.base_id, frame.span_id,
-              _getrandbits(128) & _UUID4_CLEAR | _UUID4_SET, put)
+    handle = (name, prof.base_id, frame.span_id, _new_id(), put)
     put((name, START, handle[1], handle[2], handle[3], _now_ns(), info))
     return handle
 

@@ -135,9 +135,7 @@ class WsgiMiddleware:
     def __call__(self, environ, start_response=None):
         if start_response is None:
             return self._call_with_request(environ)
-        # self._active(), inlined: every request of the service comes here.
-        if self.enabled is False or not (
-                bool(self.enabled) if _ENABLED is None else _ENABLED):
+        if not self._active():
             return self.application(environ, start_response)
         ctx = contextvars.copy_context()
         span = ctx.run(self._begin, environ)

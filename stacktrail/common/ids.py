@@ -9,17 +9,14 @@ import random
 import re
 
 _getrandbits = random.getrandbits
-# new_id() is ``getrandbits(128) & UUID4_CLEAR | UUID4_SET``: the version
-# and variant bits of a version 4 UUID.  The profiler's span path writes
-# that expression inline (a call less per span).
-UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_SET = (0x4000 << 64) | (0x8000 << 48)
 LOW64 = (1 << 64) - 1
 
 
 def new_id():
     """A fresh random id (an int shaped as a version 4 UUID)."""
-    return _getrandbits(128) & UUID4_CLEAR | UUID4_SET
+    return _getrandbits(128) & _CLEAR | _SET
 
 
 _texts = {}

@@ -86,10 +86,7 @@ _INFOS = {}
 
 
 def _command_info(client, args):
-    try:   # _db_of(client), inlined: once per traced command
-        db = client.connection_pool.connection_kwargs.get("db", 0)
-    except AttributeError:
-        db = 0
+    db = _db_of(client)
     try:
         return _INFOS[args[0], len(args), db]
     except (KeyError, IndexError, TypeError):

@@ -88,10 +88,7 @@ class Listener:
         return kinds.DB.start_info(db)
 
     def after(self, conn, cursor, statement, params, context, executemany):
-        try:    # _take(context), inlined: this runs for every statement
-            handle = context.__dict__.pop(_ATTR, None)
-        except AttributeError:  # None, or no __dict__: never traced
-            return
+        handle = _take(context)
         if handle is not None:
             try:
                 _close_leaf(handle, None if self.hide_result else

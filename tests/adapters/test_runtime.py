@@ -125,6 +125,10 @@ def test_config_source_activates_the_project_adapter(tmp_path):
     assert conf.profiler.trace_message_store is False
     assert settings.current.flags["trace_wsgi"] is False   # the alias
     assert settings.current.enabled
+    # It supplies no values, so it is no source oslo.config would ask on
+    # every lookup of an option the files leave unset.
+    assert conf._sources == []
+    assert conf.profiler.sampling_rate == 0
 
 
 def test_every_entry_point_loads():
