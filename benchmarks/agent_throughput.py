@@ -35,10 +35,11 @@ from tests import servers  # noqa: E402
 from tests.agent import harness  # noqa: E402
 
 
-def _sender(url, n_points, batch, start_event, out):
+def _sender(url, n_points, batch, ready, start_event, out):
     from stacktrail.drivers import base
     driver = base.get_driver(url, project="bench", service="api")
     points = harness.make_points(n_points)
+    ready.release()
     start_event.wait()
     before = os.times()
     dropped_before = 0
@@ -91,12 +92,15 @@ def _throughput(args, client):
     url = agent.url + "?timeout=5"
     per_sender = args.points // args.senders
     go = multiprocessing.Event()
+    ready = multiprocessing.Semaphore(0)
     out = multiprocessing.Queue()
     procs = [multiprocessing.Process(target=_sender, args=(
-        url, per_sender, 500, go, out)) for _ in range(args.senders)]
+        url, per_sender, 500, ready, go, out)) for _ in range(args.senders)]
     for p in procs:
         p.start()
-    time.sleep(1.0)   # senders build their points first
+    for _ in procs:   # the clock starts once every sender has its points
+        if not ready.acquire(timeout=300):
+            raise SystemExit("a sender did not get ready in 300 s")
     cpu0 = _procstat.cpu_seconds(agent.proc.pid)
     redis0 = _redis_cpu(client)
     busy0 = _procstat.machine_busy()
@@ -111,7 +115,7 @@ def _throughput(args, client):
             break
         if time.monotonic() - t0 > 300:
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     elapsed = time.monotonic() - t0
     cpu = _procstat.cpu_seconds(agent.proc.pid) - cpu0
     busy1 = _procstat.machine_busy()
