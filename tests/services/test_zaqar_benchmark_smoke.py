@@ -1,12 +1,12 @@
-"""benchmarks/zaqar_overhead.py still runs end to end (its timing is not a
-test here: a missed target, exit status 1, is accepted)."""
+"""The Zaqar benchmarks still run end to end (their timing is not a test
+here: a missed target, exit status 1, is accepted)."""
 
 import pathlib
 import subprocess
 import sys
 
-SCRIPT = (pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
-          / "zaqar_overhead.py")
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
+SCRIPT = BENCHMARKS / "zaqar_overhead.py"
 
 
 def test_benchmark_runs_a_few_rounds(zaqar_env):
@@ -21,3 +21,17 @@ def test_benchmark_runs_a_few_rounds(zaqar_env):
     assert "failed requests: 0 of 50" in out
     assert "stored with both wsgi spans: 7 of 7" in out
     assert "dropped {}" in out
+
+
+def test_trace_cost_benchmark_splits_a_traced_rounds_cpu(zaqar_env):
+    done = subprocess.run([sys.executable,
+                           str(BENCHMARKS / "zaqar_trace_cost.py"),
+                           "--blocks", "1", "--block", "10"],
+                          capture_output=True, text=True, timeout=600)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    for line in ("unsigned (armed) ", "signed (traced) ", "a trace adds "):
+        assert "\n" + line in out, out
+    # every request of the warm-up and of the blocks answered, and every
+    # point of the signed ones taken by the agent and written
+    assert "failed requests: 0;" in out and "dropped {}" in out, out

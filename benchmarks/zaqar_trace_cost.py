@@ -1,0 +1,166 @@
+"""What one trace costs a zaqar-server, inside one warm process.
+
+    .venv/bin/python benchmarks/zaqar_trace_cost.py [--blocks 10]
+        [--block 300]
+
+One real zaqar-server 23 configured as ``armed`` in
+benchmarks/zaqar_overhead.py (the fragment's lines in zaqar.conf, points to
+a real stacktrail-agent), and one client sending it rounds of POST one
+message + GET ``?echo=true``, back to back: blocks of ``--block`` rounds,
+every request of a block signed (a new trace per round) or none of them,
+the two kinds alternating.  After each block (and a pause for the
+flusher's last batch) the server's CPU time is read per thread from
+/proc: the request thread and the others (the flusher), and the agent's.
+
+Printed per kind: the median over blocks of the server's CPU per round,
+split into request thread and other threads, and of the agent's; then
+what a trace adds to a round.  The same process serves both kinds, so
+what differs between processes (where their code and data landed, their
+hash seeds) is not in it, and the rounds run back to back, so nothing
+here is cold: benchmarks/zaqar_overhead.py measures what a user waits
+for; this shows where a traced round's CPU goes.  No target: CPU is read
+at clock ticks (10 ms), so use blocks of 300 rounds or more.
+"""
+
+import argparse
+import contextlib
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from _procstat import CLK_TCK, cpu_seconds, flush_redis  # noqa: E402
+from tests import servers  # noqa: E402
+from tests.agent import harness  # noqa: E402
+from tests.services import envs  # noqa: E402
+from tests.services import tracing  # noqa: E402
+from tests.services import zaqar  # noqa: E402
+
+import zaqar_overhead  # noqa: E402
+
+
+def thread_cpu(pid):
+    """{thread id: CPU seconds} of every thread of ``pid``."""
+    out = {}
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, task)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:   # a thread that ended
+            continue
+        out[int(task)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+class Round:
+    """POST + GET on one queue, signed with a new trace or not."""
+
+    def __init__(self, client, key):
+        self.client = client
+        self.key = key
+        self.failures = 0
+
+    def __call__(self, signed, n):
+        headers = tracing.signed_headers(self.key)[1] if signed else None
+        posted = self.client.post_messages(
+            "cost", [{"body": {"n": n}, "ttl": 600}], headers=headers)
+        got = self.client.get_messages("cost", echo=True, headers=headers)
+        self.failures += (posted.status_code != 201) + \
+            (got.status_code != 200)
+
+
+def measure_block(server, agent, send, signed, rounds):
+    """(request thread, other threads, agent) CPU microseconds per round."""
+    before, agent_before = thread_cpu(server.pid), cpu_seconds(agent.pid)
+    for n in range(rounds):
+        send(signed, n)
+    time.sleep(0.5)   # the flusher's last batch sent and written
+    after, agent_after = thread_cpu(server.pid), cpu_seconds(agent.pid)
+    main = after[server.pid] - before.get(server.pid, 0.0)
+    others = sum(cpu - before.get(tid, 0.0) for tid, cpu in after.items()
+                 if tid != server.pid)
+    return tuple(1e6 * v / rounds
+                 for v in (main, others, agent_after - agent_before))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--blocks", type=int, default=10,
+                        help="blocks of each kind")
+    parser.add_argument("--block", type=int, default=300,
+                        help="rounds per block")
+    args = parser.parse_args()
+    key = "bench-" + secrets.token_hex(16)
+    env = zaqar.zaqar_env()
+    redis_server = servers.ensure("redis")
+    workdir = Path(tempfile.mkdtemp(prefix="st-zqcost-", dir="/tmp"))
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, workdir, True)
+        urls = {}
+        for what in ("messages", "stacktrail"):
+            db = stack.enter_context(servers.redis_db(redis_server))
+            urls[what] = "redis://%s:%d/%d" % (redis_server.host,
+                                               redis_server.port, db)
+            stack.callback(flush_redis, urls[what])
+        overlay = envs.stacktrail_overlay(workdir / "site", env)
+        agent = harness.Agent(harness.short_dir("st-zqcost-agent-"),
+                              [urls["stacktrail"]], flush_interval=0.2)
+        stack.callback(shutil.rmtree, agent.workdir, True)
+        agent.start()
+        stack.callback(agent.stop)
+        server = zaqar_overhead.start_server(
+            stack, workdir / "armed", "armed", env, overlay,
+            urls["messages"], agent.url, None, key)
+        client = server.client()
+        stack.callback(client.close)
+        client.create_queue("cost")
+        send = Round(client, key)
+        for n in range(100):   # warm-up, both kinds
+            send(n % 2 == 0, n)
+        time.sleep(1.0)
+        kinds = {False: [], True: []}
+        for block in range(args.blocks):
+            for signed in (block % 2 == 0, block % 2 == 1):
+                kinds[signed].append(measure_block(
+                    server, agent.proc, send, signed, args.block))
+        return report(args, kinds, send.failures, agent.status())
+
+
+def report(args, kinds, failures, status):
+    medians = {signed: [statistics.median(block[i] for block in blocks)
+                        for i in range(3)]
+               for signed, blocks in kinds.items()}
+    print("zaqar-server 23, armed (the fragment's lines in zaqar.conf), "
+          "one process; a round = POST 1 message + GET ?echo=true")
+    print("%d blocks of %d rounds per kind, alternating; CPU per round, "
+          "median over blocks" % (args.blocks, args.block))
+    print()
+    print("%-18s %12s %12s %12s %10s" % ("", "request thr.", "other thr.",
+                                         "server", "agent"))
+    for signed, label in ((False, "unsigned (armed)"),
+                          (True, "signed (traced)")):
+        main, others, agent = medians[signed]
+        print("%-18s %9.0f us %9.0f us %9.0f us %7.0f us"
+              % (label, main, others, main + others, agent))
+    base, traced = medians[False], medians[True]
+    added = [t - b for t, b in zip(traced, base)]
+    print("%-18s %9.0f us %9.0f us %9.0f us %7.0f us   (%.1f %% of the "
+          "server's CPU per round)"
+          % ("a trace adds", added[0], added[1], added[0] + added[1],
+             added[2], 100.0 * (added[0] + added[1]) / (base[0] + base[1])))
+    print()
+    print("failed requests: %d; agent: received %d, written %d, dropped %s"
+          % (failures, status["received"], status["written"],
+             status["dropped"] or "{}"))
+    return 0 if not failures and not status["dropped"] else 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
