@@ -19,7 +19,9 @@ what differs between processes (where their code and data landed, their
 hash seeds) is not in it, and the rounds run back to back, so nothing
 here is cold: benchmarks/zaqar_overhead.py measures what a user waits
 for; this shows where a traced round's CPU goes.  No target: CPU is read
-at clock ticks (10 ms), so use blocks of 300 rounds or more.
+at clock ticks (10 ms), so use blocks of 300 rounds or more; and runs
+differ (380-650 us added per round in three runs here), so compare two
+versions side by side, several runs each, before believing a change.
 """
 
 import argparse
