@@ -193,6 +193,33 @@ def check_traces(url, trace_ids, timeout):
     return len(points), points, pending
 
 
+def setup(stack, prefix, stores):
+    """What a Zaqar benchmark stands on, undone when ``stack`` closes:
+    (Zaqar's environment, a work directory, {store: a Redis db of its own}
+    for each name of ``stores`` (one of them "stacktrail"), the stacktrail
+    overlay for the servers' path, a running agent writing to the
+    "stacktrail" db)."""
+    env = zaqar.zaqar_env()
+    redis_server = servers.ensure("redis")
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    stack.callback(shutil.rmtree, workdir, True)
+    stack.callback(redis_server.stop)
+    urls = {}
+    for what in stores:
+        db = stack.enter_context(servers.redis_db(redis_server))
+        urls[what] = "redis://%s:%d/%d" % (redis_server.host,
+                                           redis_server.port, db)
+        stack.callback(_flush, urls[what])
+    overlay = envs.stacktrail_overlay(workdir / "site", env)
+    agent = harness.Agent(harness.short_dir(prefix + "agent-"),
+                          [urls["stacktrail"]], flush_interval=0.2,
+                          retry_max_interval=10)
+    stack.callback(shutil.rmtree, agent.workdir, True)
+    agent.start()
+    stack.callback(agent.stop)
+    return env, workdir, urls, overlay, agent
+
+
 def start_servers(stack, workdir, env, overlay, message_url, agent_url,
                   osprofiler_url, key, replicas):
     """{"off#0": server, ...}: ``replicas`` processes per configuration."""
@@ -236,25 +263,9 @@ def main():
     rng = random.Random(args.seed)
     key = "bench-" + secrets.token_hex(16)
 
-    env = zaqar.zaqar_env()
-    redis_server = servers.ensure("redis")
-    workdir = Path(tempfile.mkdtemp(prefix="st-zqbench-", dir="/tmp"))
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, workdir, True)
-        stack.callback(redis_server.stop)
-        urls = {}
-        for what in ("messages", "stacktrail", "osprofiler"):
-            db = stack.enter_context(servers.redis_db(redis_server))
-            urls[what] = "redis://%s:%d/%d" % (redis_server.host,
-                                               redis_server.port, db)
-            stack.callback(_flush, urls[what])
-        overlay = envs.stacktrail_overlay(workdir / "site", env)
-        agent = harness.Agent(harness.short_dir("st-zqagent-"),
-                              [urls["stacktrail"]], flush_interval=0.2,
-                              retry_max_interval=10)
-        stack.callback(shutil.rmtree, agent.workdir, True)
-        agent.start()
-        stack.callback(agent.stop)
+        env, workdir, urls, overlay, agent = setup(
+            stack, "st-zqbench-", ("messages", "stacktrail", "osprofiler"))
         started = start_servers(stack, workdir, env, overlay,
                                 urls["messages"], agent.url,
                                 urls["osprofiler"], key, args.servers)

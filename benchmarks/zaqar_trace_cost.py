@@ -28,22 +28,15 @@ import argparse
 import contextlib
 import os
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from _procstat import CLK_TCK, cpu_seconds, flush_redis  # noqa: E402
-from tests import servers  # noqa: E402
-from tests.agent import harness  # noqa: E402
-from tests.services import envs  # noqa: E402
+from _procstat import CLK_TCK, cpu_seconds  # noqa: E402
 from tests.services import tracing  # noqa: E402
-from tests.services import zaqar  # noqa: E402
 
 import zaqar_overhead  # noqa: E402
 
@@ -100,23 +93,9 @@ def main():
                         help="rounds per block")
     args = parser.parse_args()
     key = "bench-" + secrets.token_hex(16)
-    env = zaqar.zaqar_env()
-    redis_server = servers.ensure("redis")
-    workdir = Path(tempfile.mkdtemp(prefix="st-zqcost-", dir="/tmp"))
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, workdir, True)
-        urls = {}
-        for what in ("messages", "stacktrail"):
-            db = stack.enter_context(servers.redis_db(redis_server))
-            urls[what] = "redis://%s:%d/%d" % (redis_server.host,
-                                               redis_server.port, db)
-            stack.callback(flush_redis, urls[what])
-        overlay = envs.stacktrail_overlay(workdir / "site", env)
-        agent = harness.Agent(harness.short_dir("st-zqcost-agent-"),
-                              [urls["stacktrail"]], flush_interval=0.2)
-        stack.callback(shutil.rmtree, agent.workdir, True)
-        agent.start()
-        stack.callback(agent.stop)
+        env, workdir, urls, overlay, agent = zaqar_overhead.setup(
+            stack, "st-zqcost-", ("messages", "stacktrail"))
         server = zaqar_overhead.start_server(
             stack, workdir / "armed", "armed", env, overlay,
             urls["messages"], agent.url, None, key)
