@@ -7,12 +7,29 @@ import os
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid):
-    """utime + stime of process ``pid`` (all its threads), in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
+def _stat_cpu(path):
+    """utime + stime, in seconds, of a /proc ``stat`` file."""
+    with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is field 3 (state): utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpu_seconds(pid):
+    """utime + stime of process ``pid`` (all its threads), in seconds."""
+    return _stat_cpu("/proc/%d/stat" % pid)
+
+
+def thread_cpu_seconds(pid):
+    """{thread id: utime + stime in seconds} of every thread of ``pid``
+    (the main thread's id is ``pid``)."""
+    out = {}
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            out[int(task)] = _stat_cpu("/proc/%d/task/%s/stat" % (pid, task))
+        except OSError:   # a thread that ended
+            continue
+    return out
 
 
 def machine_busy():

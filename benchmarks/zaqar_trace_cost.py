@@ -5,12 +5,16 @@
 
 One real zaqar-server 23 configured as ``armed`` in
 benchmarks/zaqar_overhead.py (the fragment's lines in zaqar.conf, points to
-a real stacktrail-agent), and one client sending it rounds of POST one
-message + GET ``?echo=true``, back to back: blocks of ``--block`` rounds,
-every request of a block signed (a new trace per round) or none of them,
-the two kinds alternating.  After each block (and a pause for the
+a real stacktrail-agent), sent rounds of POST one message + GET
+``?echo=true`` back to back (the clients of benchmarks/zaqar_overhead.py,
+one per kind, each on its own queue): blocks of ``--block`` rounds, every
+request of a block signed (a new trace per round) or none of them, the
+two kinds alternating.  After each block (and a pause for the
 flusher's last batch) the server's CPU time is read per thread from
 /proc: the request thread and the others (the flusher), and the agent's.
+
+Checked: every response is 201 (POST) or 200 (GET), and the agent wrote
+every point it received and dropped none (exit status 2 otherwise).
 
 Printed per kind: the median over blocks of the server's CPU per round,
 split into request thread and other threads, and of the agent's; then
@@ -35,49 +39,29 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from _procstat import CLK_TCK, cpu_seconds  # noqa: E402
-from tests.services import tracing  # noqa: E402
+from _procstat import cpu_seconds, thread_cpu_seconds  # noqa: E402
 
 import zaqar_overhead  # noqa: E402
 
 
-def thread_cpu(pid):
-    """{thread id: CPU seconds} of every thread of ``pid``."""
-    out = {}
-    for task in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/stat" % (pid, task)) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:   # a thread that ended
-            continue
-        out[int(task)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return out
-
-
-class Round:
-    """POST + GET on one queue, signed with a new trace or not."""
-
-    def __init__(self, client, key):
-        self.client = client
-        self.key = key
-        self.failures = 0
-
-    def __call__(self, signed, n):
-        headers = tracing.signed_headers(self.key)[1] if signed else None
-        posted = self.client.post_messages(
-            "cost", [{"body": {"n": n}, "ttl": 600}], headers=headers)
-        got = self.client.get_messages("cost", echo=True, headers=headers)
-        self.failures += (posted.status_code != 201) + \
-            (got.status_code != 200)
+def one_round(targets, key, signed, n):
+    """POST + GET through the target of that kind: signed with a new trace
+    (``triggered``) or not (``armed``); both talk to the same server."""
+    target = targets[signed]
+    target.new_round(key)
+    target.request("POST", n)
+    target.request("GET", n)
 
 
 def measure_block(server, agent, send, signed, rounds):
     """(request thread, other threads, agent) CPU microseconds per round."""
-    before, agent_before = thread_cpu(server.pid), cpu_seconds(agent.pid)
+    before = thread_cpu_seconds(server.pid)
+    agent_before = cpu_seconds(agent.pid)
     for n in range(rounds):
         send(signed, n)
     time.sleep(0.5)   # the flusher's last batch sent and written
-    after, agent_after = thread_cpu(server.pid), cpu_seconds(agent.pid)
+    after = thread_cpu_seconds(server.pid)
+    agent_after = cpu_seconds(agent.pid)
     main = after[server.pid] - before.get(server.pid, 0.0)
     others = sum(cpu - before.get(tid, 0.0) for tid, cpu in after.items()
                  if tid != server.pid)
@@ -99,10 +83,15 @@ def main():
         server = zaqar_overhead.start_server(
             stack, workdir / "armed", "armed", env, overlay,
             urls["messages"], agent.url, None, key)
-        client = server.client()
-        stack.callback(client.close)
-        client.create_queue("cost")
-        send = Round(client, key)
+        targets = {signed: zaqar_overhead.Target(name, server)
+                   for signed, name in ((False, "armed"),
+                                        (True, "triggered"))}
+        for target in targets.values():
+            stack.callback(target.client.close)
+            target.client.create_queue(target.queue)
+
+        def send(signed, n):
+            one_round(targets, key, signed, n)
         for n in range(100):   # warm-up, both kinds
             send(n % 2 == 0, n)
         time.sleep(1.0)
@@ -111,7 +100,10 @@ def main():
             for signed in (block % 2 == 0, block % 2 == 1):
                 kinds[signed].append(measure_block(
                     server, agent.proc, send, signed, args.block))
-        return report(args, kinds, send.failures, agent.status())
+        # every point the agent took is in the store before the verdict
+        agent.wait_written(agent.status()["received"], timeout=30)
+        failures = sum(len(t.failures) for t in targets.values())
+        return report(args, kinds, failures, agent.status())
 
 
 def report(args, kinds, failures, status):
@@ -140,7 +132,8 @@ def report(args, kinds, failures, status):
     print("failed requests: %d; agent: received %d, written %d, dropped %s"
           % (failures, status["received"], status["written"],
              status["dropped"] or "{}"))
-    return 0 if not failures and not status["dropped"] else 2
+    complete = status["written"] == status["received"]
+    return 0 if not failures and not status["dropped"] and complete else 2
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ SCRIPT = BENCHMARKS / "zaqar_overhead.py"
 
 def test_benchmark_runs_a_few_rounds(zaqar_env):
     done = subprocess.run([sys.executable, str(SCRIPT), "--rounds", "5",
-                           "--warmup", "2", "--servers", "1"], capture_output=True, text=True,
-                          timeout=600)
+                           "--warmup", "2", "--servers", "1"],
+                          capture_output=True, text=True, timeout=600)
     out = done.stdout
     assert done.returncode in (0, 1), out + done.stderr
     for line in ("off ", "armed ", "armed+file ", "triggered ", "osprofiler ",
