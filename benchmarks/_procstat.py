@@ -53,18 +53,18 @@ def flush_redis(url):
         client.close()
 
 
-def verdicts(ratios, intervals, targets, width):
-    """Print each target's verdict (and osprofiler's ratio beside them);
-    True when every target holds."""
+def verdicts(ratios, intervals, targets, width, what="p50 / off p50"):
+    """Print each target's verdict (and osprofiler's ratio beside them)
+    on ``what`` (the ratio compared); True when every target holds."""
     ok = True
     for name, target in targets.items():
         met = ratios[name] <= target
         ok = ok and met
         low, high = intervals[name]
         print("%-*s ratio %.3f (target <= %s) %s  [95%% %.3f-%.3f]" % (
-            width, "%s p50 / off p50" % name, ratios[name], target,
+            width, "%s %s" % (name, what), ratios[name], target,
             "ok" if met else "MISSED", low, high))
     print("%-*s ratio %.3f (for comparison)" % (
-        width, "osprofiler p50 / off p50", ratios["osprofiler"]))
+        width, "osprofiler " + what, ratios["osprofiler"]))
     print()
     return ok

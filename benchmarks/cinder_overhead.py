@@ -31,27 +31,44 @@ configurations:
   ``osprofiler.profiler.trace_cls`` with a no-op and Cinder never
   registers its SQL hook, so osprofiler records the API's two ``wsgi``
   spans and nothing else: compare the points per trace before the times;
-* ``alternating``: the triggered configuration with only every other
-  lifecycle signed (the others run armed), reported on a line of its own
-  (``within one process``): triggered against armed lifecycle by lifecycle
-  in the same process, free of the differences between processes that
-  move the ratios of the table by several percent.
+* ``control``: ``off`` once more, in a process of its own: what two
+  processes of the very same configuration differ by, the resolution of
+  the run.
 
 How it is timed.  Each round starts one test process per configuration,
 all at once; once each has started its services and run ``--warmup``
-uncounted lifecycles, they take turns: ``--batch`` lifecycles each, one
-process at a time, in an order shuffled per turn, until each has run
-``--iterations``.  A process waiting for its turn is stopped in a blocking
-read, services included (only OS threads such as stacktrail's flusher
-run: the flush after a turn's last lifecycle, at most 0.2 s of points,
-happens then, untimed).  So the five configurations are measured seconds
-apart all along, and the noise of this shared 2-core machine falls on all
-of them alike; process and service start-up are not timed.  The processes
-of one round share a hash seed (``PYTHONHASHSEED``, the round's number),
-one source less of the differences between processes.  The
-lifecycles are pooled per configuration.  Three harness settings, the
-same for every configuration, keep a lifecycle's time the time of its
-work:
+uncounted lifecycles, they take turns of ``--batch`` lifecycles until
+each has run ``--iterations``.  Between turns a process waits in a
+blocking read, services included (only OS threads such as stacktrail's
+flusher run).  Two schedules (``--schedule``):
+
+* ``together`` (the default): every turn, all the processes run their
+  lifecycles at once, pinned to one core once started (``--core``; the
+  agent and Redis have the other to themselves), and each lifecycle is measured by the CPU time its process
+  spent on it (all threads: the flusher's work counts).  This machine's
+  speed changes by up to half from one second to the next (a fixed loop
+  timed every 0.6 s: 25 to 48 ms), and a lifecycle takes about as long, so
+  lifecycles timed one after the other differ by that much whatever they
+  do.  Sharing one core, the processes are interleaved every few
+  milliseconds by the kernel, so each one's lifecycle meets the same
+  speeds: three ``off`` processes run together measured 587, 584 and 588
+  ms of CPU per lifecycle, turn by turn within 2 %.  A lifecycle is CPU
+  work from end to end (alone, its CPU time is 98 % of its wall time, the
+  rest the fake RPC's short polls), so its CPU time is what tracing adds
+  to what the user waits for; stacktrail's agent:// adds no wait of its
+  own.  osprofiler's synchronous Redis writes wait for Redis, which CPU
+  time leaves out: its wall time is beside it.  The ratio judged is the
+  median over turns of each turn's CPU time / ``off``'s in the same turn
+  (``paired``).
+* ``turns``: one process at a time, in an order shuffled per turn, each
+  lifecycle timed from the POST to the 404 (wall time); the ratio judged
+  is the pooled p50.  The machine's changes of speed fall on every
+  configuration alike only over many turns.
+
+The processes of one round share a hash seed (``PYTHONHASHSEED``, the
+round's number), one source less of the differences between processes.
+Three harness settings, the same for every configuration, keep a
+lifecycle's time the time of its work:
 
 * a wait ends on the service's own end notification (held in memory by
   the harness) and then one GET that the API agrees; status GETs every
@@ -63,24 +80,25 @@ work:
   0-50 ms for the next look and a lifecycle's time moves in steps of
   ~50 ms; ``--rpc-poll 0.05`` runs the harness as shipped).
 
-Printed per configuration: p50 and p90 of a lifecycle and their ratios to
-``off`` (with a 95 % bootstrap interval of the p50 ratio, resampling rounds
-and the turns within them: processes differ by a few % from one another,
-so few rounds give a wide interval), the median over turns of the turn's
-p50 ratio (paired), the CPU time of the service process per lifecycle, all
-threads (``other thr.``: outside the main thread, where eventlet runs
-every service; that is stacktrail's flusher), and the mean time in the
-garbage collector; the agent's CPU per triggered lifecycle on a line of
-its own, how busy the machine was, and when each phase ended.  Targets:
-armed p50 <= 1.01 x off, triggered p50 <= 1.05 x off; osprofiler is shown
-for comparison.
+Printed per configuration, in the measure of the schedule (CPU time
+together, wall time by turns): the p50 of a lifecycle, its ratio to
+``off``'s pooled over all lifecycles and paired (the median over turns of
+the turn's ratio), a 95 % bootstrap interval of the ratio judged
+(resampling rounds, then turns within them), the p90 and its ratio; the
+other measure's p50 and ratio, the CPU time outside the main thread
+(``other thr.``: eventlet runs every service in the main thread, so that
+is stacktrail's flusher) and the mean time in the garbage collector; the
+agent's CPU per triggered lifecycle on a line of its own, how busy the
+machine was, and when each phase ended.  Targets: armed <= 1.01 x off,
+triggered <= 1.05 x off; osprofiler is shown for comparison.
+``--save FILE`` writes every lifecycle's figures as JSON.
 
 Checked at the end: every triggered trace id is in the agent's store, a
 sample of them (``--sample``) is complete (both ``wsgi`` spans, the
 driver's create and delete, no span left open), a sample of the osprofiler
 traces is in its store with both ``wsgi`` spans, and the agent dropped
 nothing.  Exit status 0: targets met; 1: a target missed; 2: a test process
-failed or a trace is missing.  About 3 minutes with the defaults.
+failed or a trace is missing.  About 8 minutes with the defaults.
 
 tests/services/cinder_tests/bench.py holds the per-lifecycle timing;
 benchmarks/nova_overhead.py reuses the machinery below for Nova.
@@ -107,16 +125,16 @@ from pathlib import Path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from _procstat import cpu_seconds, machine_busy, pct, verdicts  # noqa: E402
+from _procstat import cpu_seconds, machine_busy, pct  # noqa: E402
+from _procstat import verdicts  # noqa: E402
 from _procstat import flush_redis as _flush  # noqa: E402
 from tests import servers  # noqa: E402
 from tests.agent import harness  # noqa: E402
 from tests.services import envs  # noqa: E402
 from tests.services import tracing  # noqa: E402
 
-CONFIGS = ("off", "armed", "triggered", "osprofiler", "alternating")
-SIGNED = {"triggered": "stacktrail", "osprofiler": "osprofiler",
-          "alternating": "stacktrail"}
+CONFIGS = ("off", "armed", "triggered", "osprofiler", "control")
+SIGNED = {"triggered": "stacktrail", "osprofiler": "osprofiler"}
 TARGETS = {"armed": 1.01, "triggered": 1.05}
 # [profiler] options of the fragment that osprofiler knows too.
 OSPROFILER_OPTIONS = ("enabled", "trace_sqlalchemy", "trace_requests")
@@ -238,10 +256,9 @@ def build_configs(service, env, workdir, agent_url, osprofiler_url, key):
     st_env, st_profiler = service.stacktrail_settings(agent_url, key)
     osp_env, osp_profiler = service.osprofiler_settings(osprofiler_url, key)
     settings = {"off": (None, {}, None),
+                "control": (None, {}, None),
                 "armed": (overlay, st_env, st_profiler),
                 "triggered": (overlay, st_env, st_profiler),
-                "alternating": (overlay, dict(
-                    st_env, STACKTRAIL_BENCH_ALTERNATE="1"), st_profiler),
                 "osprofiler": (osp_overlay, osp_env, osp_profiler)}
     return [Config(name, *settings[name]) for name in CONFIGS]
 
@@ -323,7 +340,10 @@ class Process:
             env_vars.update(STACKTRAIL_BENCH_SIGN=SIGNED[config.name],
                             STACKTRAIL_BENCH_KEY=key,
                             STACKTRAIL_BENCH_IDS=str(self.ids))
-        timeout = 600 + 10 * (args.iterations + args.warmup)
+        if args.schedule == "together":
+            env_vars.update(STACKTRAIL_BENCH_CORE=str(args.core))
+        timeout = 600 + 10 * (args.iterations + args.warmup) * (
+            len(CONFIGS) if args.schedule == "together" else 1)
         self.failure = None
         self.turns = []                 # (turn number, lifecycles) done
         self.thread = threading.Thread(target=self._run, args=(
@@ -349,9 +369,10 @@ class Process:
 
 def run_round(service, env, configs, args, key, workdir, n, rng, turn):
     """One process per configuration, all started at once; once each has
-    started its services and run its warm-up, they take turns of
-    ``--batch`` lifecycles, one process at a time, in an order shuffled
-    per turn, until each has run ``--iterations``."""
+    started its services and run its warm-up, turns of ``--batch``
+    lifecycles until each has run ``--iterations``: all processes at once
+    on one core (``together``), or one process at a time in an order
+    shuffled per turn (``turns``)."""
     processes = [Process(service, env, config, args, key, workdir, n)
                  for config in configs]
     for proc in processes:
@@ -363,13 +384,18 @@ def run_round(service, env, configs, args, key, workdir, n, rng, turn):
         left -= count
         order = [p for p in processes if p.live]
         rng.shuffle(order)
-        for proc in order:
-            if (proc.channel.send("run %d" % count, proc.alive) and
-                    proc.channel.expect("done", proc.alive,
-                                        timeout=60 + 30 * count)):
-                proc.turns.append((turn, count))
-            else:
-                proc.fail("the test process stopped taking turns")
+        groups = [order] if args.schedule == "together" else \
+            [[proc] for proc in order]
+        for group in groups:
+            sent = [proc for proc in group
+                    if proc.channel.send("run %d" % count, proc.alive)]
+            for proc in group:
+                if proc in sent and proc.channel.expect(
+                        "done", proc.alive,
+                        timeout=60 + 30 * count * len(group)):
+                    proc.turns.append((turn, count))
+                else:
+                    proc.fail("the test process stopped taking turns")
         turn += 1
     for proc in processes:
         if proc.live:
@@ -386,11 +412,11 @@ def run_round(service, env, configs, args, key, workdir, n, rng, turn):
         if failure is not None:
             config.failures.append((n, failure))
         config.rows.extend(rows)
-        config.rounds.append([row["total"] for row in rows])
+        config.rounds.append([row[args.measure] for row in rows])
         config.round_rows.append(rows)
         start = 0
         for number, count in proc.turns:
-            config.turns[number] = [r["total"]
+            config.turns[number] = [r[args.measure]
                                     for r in rows[start:start + count]]
             config.round_of[number] = n
             start += count
@@ -466,6 +492,14 @@ def parse_args(description, rounds, iterations, batch, argv=None):
                         help="timed lifecycles per test process")
     parser.add_argument("--batch", type=int, default=batch,
                         help="lifecycles per turn")
+    parser.add_argument("--schedule", choices=("together", "turns"),
+                        default="together",
+                        help="together: the processes run their turns at "
+                        "once on one core, compared by CPU time; turns: "
+                        "one process at a time, compared by wall time")
+    parser.add_argument("--core", type=int, default=0,
+                        help="the core the test processes share once "
+                        "started (together)")
     parser.add_argument("--warmup", type=int, default=2,
                         help="lifecycles per process first, not timed")
     parser.add_argument("--wait", choices=("notification", "poll"),
@@ -481,7 +515,12 @@ def parse_args(description, rounds, iterations, batch, argv=None):
     parser.add_argument("--sample", type=int, default=30,
                         help="traces read back in full, per library")
     parser.add_argument("--seed", type=int, default=None)
-    return parser.parse_args(argv)
+    parser.add_argument("--save", metavar="FILE",
+                        help="write every configuration's lifecycles "
+                        "(JSON) to FILE")
+    args = parser.parse_args(argv)
+    args.measure = "cpu" if args.schedule == "together" else "total"
+    return args
 
 
 def main(service, args):
@@ -518,6 +557,11 @@ def main(service, args):
                              rng, turn)
         elapsed = time.monotonic() - started
         machine_after = machine_busy()
+        if args.save:
+            with open(args.save, "w") as out:
+                json.dump({c.name: {"rounds": c.round_rows,
+                                    "failures": c.failures} for c in configs},
+                          out)
 
         wait_agent_idle(agent)
         agent_cpu = cpu_seconds(agent.proc.pid) - agent_before
@@ -536,10 +580,8 @@ def main(service, args):
 
     busy, total = (a - b for a, b in zip(machine_after, machine_before))
     busy_cores = busy / total * os.cpu_count() if total else 0.0
-    # Traced lifecycles: the triggered process's, and every other one of
-    # the alternating process's.
-    per_process = args.iterations + args.warmup
-    lifecycles = args.rounds * (per_process + per_process // 2)
+    # Traced lifecycles: the triggered process's.
+    lifecycles = args.rounds * (args.iterations + args.warmup)
     return report(service, args, configs, elapsed, busy_cores, agent_cpu,
                   lifecycles, status, len(present), checked, len(sample),
                   osp_checked, len(osp_sample))
@@ -547,36 +589,40 @@ def main(service, args):
 
 # --- reporting -------------------------------------------------------------
 
-def p50_interval(config, off, resamples=2000):
-    """95 % bootstrap interval of the pooled p50 ratio to ``off``, at two
-    levels: rounds (each has a process of its own per configuration, and
-    processes differ by a few % for no reason of ours), then turns within
-    each round drawn (the configurations ran seconds apart in a turn)."""
+def shared_turns(config, off):
+    """The turns in which both this configuration and ``off`` ran."""
+    return sorted(t for t in set(config.turns) & set(off.turns)
+                  if config.turns[t] and off.turns[t])
+
+
+def pooled(config, off, turns):
+    """p50 of this configuration's lifecycles in ``turns`` / off's."""
+    return (statistics.median(v for t in turns for v in config.turns[t]) /
+            statistics.median(v for t in turns for v in off.turns[t]))
+
+
+def paired(config, off, turns):
+    """Median over ``turns`` of (this turn's p50 / off's p50 in it)."""
+    return statistics.median(
+        statistics.median(config.turns[t]) / statistics.median(off.turns[t])
+        for t in turns)
+
+
+def interval(statistic, config, off, resamples=2000):
+    """95 % bootstrap interval of ``statistic`` at two levels: rounds
+    (each has a process of its own per configuration), then turns within
+    each round drawn."""
     rng = random.Random(0)
     by_round = {}
-    for turn in sorted(set(config.turns) & set(off.turns)):
+    for turn in shared_turns(config, off):
         by_round.setdefault(config.round_of[turn], []).append(turn)
     rounds = list(by_round.values())
     ratios = []
     for _ in range(resamples if rounds else 0):
-        mine, theirs = [], []
-        for turns in (rng.choice(rounds) for _ in rounds):
-            for turn in (rng.choice(turns) for _ in turns):
-                mine.extend(config.turns[turn])
-                theirs.extend(off.turns[turn])
-        if mine and theirs:
-            ratios.append(statistics.median(mine)
-                          / statistics.median(theirs))
+        turns = [rng.choice(within) for within in
+                 (rng.choice(rounds) for _ in rounds) for _ in within]
+        ratios.append(statistic(config, off, turns))
     return (pct(ratios, 0.025), pct(ratios, 0.975)) if ratios else (0, 0)
-
-
-def paired(config, off):
-    """Median over turns of (this turn's p50 / off's p50 in the turn)."""
-    ratios = [statistics.median(config.turns[t]) /
-              statistics.median(off.turns[t])
-              for t in set(config.turns) & set(off.turns)
-              if config.turns[t] and off.turns[t]]
-    return statistics.median(ratios) if ratios else float("nan")
 
 
 def report(service, args, configs, elapsed, busy_cores, agent_cpu,
@@ -585,13 +631,14 @@ def report(service, args, configs, elapsed, busy_cores, agent_cpu,
     by_name = {c.name: c for c in configs}
     off = by_name["off"]
     print(service.title)
-    print("%d rounds of %d processes at once, one per configuration, "
-          "taking turns of %d lifecycles (order shuffled per turn): %d "
-          "timed lifecycles per process (+%d warm-up); %.0f s"
-          % (args.rounds, len(configs), args.batch, args.iterations,
-             args.warmup, elapsed))
-    alternating = by_name.pop("alternating")
-    configs = [c for c in configs if c is not alternating]
+    together = args.schedule == "together"
+    print("%d rounds of %d processes, one per configuration, %s, turns of "
+          "%d lifecycles: %d timed lifecycles per process (+%d warm-up); "
+          "%.0f s" % (
+              args.rounds, len(configs),
+              "running at once on core %d" % args.core if together else
+              "one at a time (order shuffled per turn)", args.batch,
+              args.iterations, args.warmup, elapsed))
     print("waits: %s; status GETs %g s apart (median %g per lifecycle); "
           "fake RPC listeners look every %g s"
           % ("the service's notification, then the API"
@@ -606,42 +653,49 @@ def report(service, args, configs, elapsed, busy_cores, agent_cpu,
         print("no lifecycles for: %s" % ", ".join(
             c.name for c in configs if not c.rows))
         return failures(configs) or 2
-    totals = {c.name: [r["total"] for r in c.rows] for c in configs}
-    off_p50, off_p90 = pct(totals["off"], 0.5), pct(totals["off"], 0.9)
-    off_cpu = statistics.median(r["cpu"] for r in off.rows)
-    print("%-11s %5s %7s %6s %13s %7s %6s %7s %7s %6s %10s %6s" % (
-        "", "n", "p50 ms", "ratio", "95% interval", "p90 ms", "ratio",
-        "paired", "CPU ms", "ratio", "other thr.", "GC ms"))
+    # The measure compared (CPU or wall time per lifecycle), then the
+    # other one beside it.
+    measure, beside = ("cpu", "total") if together else ("total", "cpu")
+    # Together, the lifecycles of one turn ran at the same moments: the
+    # median of the turns' ratios is judged.  One at a time, the pooled p50.
+    judged = paired if together else pooled
+    off_p90 = pct([r[measure] for r in off.rows], 0.9)
+    off_beside = statistics.median(r[beside] for r in off.rows)
+    label = {"cpu": "CPU ms", "total": "wall ms"}
+    print("%-11s %5s %7s %6s %6s %13s %7s %6s %7s %6s %10s %6s" % (
+        "", "n", label[measure], "pooled", "paired", "95% interval", "p90",
+        "ratio", label[beside], "ratio", "other thr.", "GC ms"))
     ratios, intervals = {}, {}
     for config in configs:
-        values = totals[config.name]
-        p50, p90 = pct(values, 0.5), pct(values, 0.9)
-        cpu = statistics.median(r["cpu"] for r in config.rows)
+        values = [r[measure] for r in config.rows]
+        turns = shared_turns(config, off)
+        other_p50 = statistics.median(r[beside] for r in config.rows)
         other = statistics.median(max(0.0, r["cpu"] - r["main_cpu"])
                                   for r in config.rows)
-        ratios[config.name] = p50 / off_p50
+        ratios[config.name] = judged(config, off, turns)
         intervals[config.name] = (1.0, 1.0) if config is off else \
-            p50_interval(config, off)
+            interval(judged, config, off)
         collecting = statistics.mean(sum(r.get("gc", ())) for r in config.rows)
-        print("%-11s %5d %7.1f %6.3f %6.3f-%-6.3f %7.1f %6.3f %7.3f %7.1f "
+        print("%-11s %5d %7.1f %6.3f %6.3f %6.3f-%-6.3f %7.1f %6.3f %7.1f "
               "%6.3f %10.1f %6.1f" % (
-                  config.name, len(values), p50 * 1e3, ratios[config.name],
-                  *intervals[config.name], p90 * 1e3, p90 / off_p90,
-                  paired(config, off), cpu * 1e3, cpu / off_cpu, other * 1e3,
-                  collecting * 1e3))
+                  config.name, len(values), pct(values, 0.5) * 1e3,
+                  pooled(config, off, turns), paired(config, off, turns),
+                  *intervals[config.name], pct(values, 0.9) * 1e3,
+                  pct(values, 0.9) / off_p90, other_p50 * 1e3,
+                  other_p50 / off_beside, other * 1e3, collecting * 1e3))
     received = status["received"]
     triggered = by_name["triggered"]
     print("%-71s %7.1f  (per triggered lifecycle, warm-up included; "
           "%.0f points each)" % ("agent", agent_cpu / lifecycles * 1e3,
                                  received / lifecycles))
-    print(within_process(alternating))
     print("phases, p50 ms from the POST's start: " + "; ".join(
         "%s %s" % (c.name, " ".join(
             "%.0f" % (statistics.median(r[p] for r in c.rows) * 1e3)
             for p in service.phases)) for c in configs)
         + "  (%s)" % "/".join(service.phases))
     print()
-    ok = verdicts(ratios, intervals, TARGETS, 30)
+    ok = verdicts(ratios, intervals, TARGETS, 36,
+                  "CPU / off CPU, paired" if together else "p50 / off p50")
     n_ok, points, missing = checked
     osp_ok, osp_points, osp_missing = osp_checked
     print("triggered traces in the store: %d of %d; complete (2 wsgi, "
@@ -667,26 +721,6 @@ def report(service, args, configs, elapsed, busy_cores, agent_cpu,
     return 0 if ok else 1
 
 
-def within_process(config):
-    """The line on the ``alternating`` processes: every other lifecycle
-    signed, the others armed, so their ratio is the cost of a trace free
-    of the differences between processes."""
-    def split(rows):
-        return ([r["total"] for r in rows if r.get("signed")],
-                [r["total"] for r in rows if not r.get("signed")])
-    signed, armed = split(config.rows)
-    if not signed or not armed:
-        return "within one process (alternating): too few lifecycles"
-    per_round = [statistics.median(s) / statistics.median(a)
-                 for s, a in map(split, config.round_rows) if s and a]
-    return ("within one process (alternating triggered and armed "
-            "lifecycles): triggered / armed p50 %.3f (%d and %d), per "
-            "process %.3f [%.3f-%.3f]" % (
-                statistics.median(signed) / statistics.median(armed),
-                len(signed), len(armed), statistics.median(per_round),
-                min(per_round), max(per_round)))
-
-
 def failures(configs):
     bad = [(c.name, n, text) for c in configs for n, text in c.failures]
     for name, n, text in bad:
@@ -696,4 +730,4 @@ def failures(configs):
 
 if __name__ == "__main__":
     sys.exit(main(Service(), parse_args(
-        __doc__.split("\n")[0], rounds=8, iterations=24, batch=3)))
+        __doc__.split("\n")[0], rounds=8, iterations=24, batch=1)))

@@ -38,6 +38,9 @@ Environment:
 * ``STACKTRAIL_BENCH_CONTROL``: a directory holding two FIFOs, ``go``
   and ``done``, for taking turns with other processes (``Turns``);
   unset, the counted lifecycles run back to back;
+* ``STACKTRAIL_BENCH_CORE``: with ``STACKTRAIL_BENCH_CONTROL``, once the
+  warm-up is over, every thread of this process (and any it starts later)
+  runs on that core only; the start-up used them all;
 * ``STACKTRAIL_BENCH_SIGN``: unset, every request is unsigned; ``stacktrail``
   or ``osprofiler``, the POST and the DELETE of each lifecycle carry the
   ``X-Trace-Info``/``X-Trace-HMAC`` headers of a new trace made by that
@@ -45,10 +48,6 @@ Environment:
   ``web.get_trace_id_headers()`` (the bytes are the same for both), made
   before the lifecycle's clock starts; the status GETs are never signed.
   Each trace id goes to the file ``STACKTRAIL_BENCH_IDS``, one per line.
-* ``STACKTRAIL_BENCH_ALTERNATE=1``: with signing, only every other
-  lifecycle is signed (the others run armed), and each row says which
-  (``signed``): the cost of a trace within one process, free of the
-  differences between processes.
 
 Nothing of stacktrail or osprofiler is imported unless signing asks for it,
 so the same test runs with tracing off, armed, triggered or osprofiler's.
@@ -56,7 +55,6 @@ so the same test runs with tracing off, armed, triggered or osprofiler's.
 
 import gc
 import importlib
-import itertools
 import json
 import os
 import time
@@ -70,10 +68,10 @@ WAIT_ENV = "STACKTRAIL_BENCH_WAIT"
 POLL_ENV = "STACKTRAIL_BENCH_POLL"
 RPC_POLL_ENV = "STACKTRAIL_BENCH_RPC_POLL"
 CONTROL_ENV = "STACKTRAIL_BENCH_CONTROL"
+CORE_ENV = "STACKTRAIL_BENCH_CORE"
 SIGN_ENV = "STACKTRAIL_BENCH_SIGN"
 KEY_ENV = "STACKTRAIL_BENCH_KEY"
 IDS_ENV = "STACKTRAIL_BENCH_IDS"
-ALTERNATE_ENV = "STACKTRAIL_BENCH_ALTERNATE"
 WAIT_TIMEOUT = 60.0
 
 
@@ -99,6 +97,16 @@ def signer(environ=os.environ):
     return sign
 
 
+def pin_process(cores):
+    """Run every thread of this process on ``cores`` (threads started
+    later inherit it from their creator)."""
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), cores)
+        except OSError:     # a thread that just ended
+            pass
+
+
 class Turns:
     """Lifecycles on a coordinator's word, through two FIFOs in
     ``directory``: this process writes ``ready`` to ``done`` once its
@@ -114,7 +122,9 @@ class Turns:
     flusher, still run).
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, core=None):
+        if core is not None:
+            pin_process({core})
         self._done = open(os.path.join(directory, "done"), "w", buffering=1)
         self._done.write("ready\n")
         self._go = open(os.path.join(directory, "go"), "r")
@@ -216,21 +226,13 @@ class LifecycleBench:
         if ids:
             self.addCleanup(ids.close)
 
-        # Every other lifecycle signed (the others armed only), each row
-        # saying which: the cost of a trace measured within one process.
-        alternate = sign is not None and environ.get(ALTERNATE_ENV) == "1"
-        runs = itertools.count()
-
         def run(counted):
-            signed = sign is not None and (not alternate or next(runs) % 2)
-            base_id, headers = sign() if signed else (None, None)
+            base_id, headers = sign() if sign else (None, None)
             timings = lifecycle(headers, interval, notified)
-            if alternate:
-                timings["signed"] = bool(signed)
             if counted:
                 durations.write(json.dumps(timings) + "\n")
                 durations.flush()
-                if ids and signed:
+                if ids:
                     ids.write(base_id + "\n")
                     ids.flush()
 
@@ -240,7 +242,9 @@ class LifecycleBench:
             for _ in range(iterations):
                 run(True)
             return
-        turns = Turns(environ[CONTROL_ENV])
+        core = environ.get(CORE_ENV)
+        turns = Turns(environ[CONTROL_ENV],
+                      int(core) if core is not None else None)
         self.addCleanup(turns.close)
         for count in turns:
             for _ in range(count):
