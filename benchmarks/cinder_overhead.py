@@ -44,8 +44,9 @@ flusher run).  Two schedules (``--schedule``):
 
 * ``together`` (the default): every turn, all the processes run their
   lifecycles at once, pinned to one core once started (``--core``; the
-  agent and Redis have the other to themselves), and each lifecycle is measured by the CPU time its process
-  spent on it (all threads: the flusher's work counts).  This machine's
+  agent and Redis have the other to themselves), and each lifecycle is
+  measured by the CPU time its process spent on it (all threads: the
+  flusher's work counts).  This machine's
   speed changes by up to half from one second to the next (a fixed loop
   timed every 0.6 s: 25 to 48 ms), and a lifecycle takes about as long, so
   lifecycles timed one after the other differ by that much whatever they
@@ -655,7 +656,8 @@ def report(service, args, configs, elapsed, busy_cores, agent_cpu,
         return failures(configs) or 2
     # The measure compared (CPU or wall time per lifecycle), then the
     # other one beside it.
-    measure, beside = ("cpu", "total") if together else ("total", "cpu")
+    measure = args.measure
+    beside = "total" if measure == "cpu" else "cpu"
     # Together, the lifecycles of one turn ran at the same moments: the
     # median of the turns' ratios is judged.  One at a time, the pooled p50.
     judged = paired if together else pooled
