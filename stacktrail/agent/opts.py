@@ -50,6 +50,13 @@ AGENT_OPTS = [
     cfg.IntOpt("max_frame_bytes", default=1 << 20, min=1024,
                help="Largest frame accepted; larger input is dropped "
                     "(reason oversized)."),
+    cfg.IntOpt("nice", default=10, min=0, max=19,
+               help="CPU priority the agent gives itself at start (the "
+                    "nice value, raised to this, never lowered), and the "
+                    "kernel's batch scheduling: on a busy node the "
+                    "services it serves run first and the agent catches "
+                    "up when a core is free (points wait in the spool "
+                    "meanwhile). 0: the priority it was started with."),
     cfg.StrOpt("metrics_listen", default="",
                help="Optional loopback HOST:PORT serving Prometheus text "
                     "on /metrics and JSON on /status."),

@@ -108,6 +108,27 @@ def tune_gc():
     gc.set_threshold(*GC_THRESHOLD)
 
 
+def yield_cpu(nice):
+    """Let the services on this node run before the agent (``[agent]
+    nice``): a nice value of at least ``nice`` and SCHED_BATCH, so that a
+    frame arriving does not preempt the service that sent it and, on a
+    node short of CPU, the agent falls behind (its spool holds the points)
+    rather than the requests.
+
+    Set before any thread starts (threads inherit both); a kernel that
+    refuses either leaves the agent as it was.
+    """
+    if nice <= 0:
+        return
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        if current < nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (OSError, AttributeError) as exc:
+        LOG.debug("agent priority left as it was: %s", exc)
+
+
 def share_with_group(directory, gid):
     """``socket_group`` may reach status.sock: the spool directory becomes
     0750 with that group (its files stay 0600, the agent's alone)."""

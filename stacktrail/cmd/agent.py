@@ -25,6 +25,8 @@ def main(argv=None):
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         conf = opts.make_conf(argv)
+        # before any thread starts: they inherit it
+        service.yield_cpu(conf.agent.nice)
         agent = service.Agent(conf)
     except (cfg.Error, service.ConfigError, ValueError) as exc:
         print("stacktrail-agent: %s" % exc, file=sys.stderr)

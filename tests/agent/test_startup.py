@@ -185,3 +185,35 @@ def test_a_group_the_agents_user_is_not_in_is_refused(monkeypatch):
         opts.socket_gid(group.gr_name)
     monkeypatch.setattr(os, "getgroups", lambda: [group.gr_gid])
     assert opts.socket_gid(group.gr_name) == group.gr_gid
+
+
+def _priorities(pid):
+    """{thread id: (nice, scheduling policy)} of every thread of ``pid``."""
+    found = {}
+    for task in os.listdir("/proc/%d/task" % pid):
+        tid = int(task)
+        try:
+            found[tid] = (os.getpriority(os.PRIO_PROCESS, tid),
+                          os.sched_getscheduler(tid))
+        except OSError:     # a thread that just ended
+            pass
+    return found
+
+
+@pytest.mark.parametrize("nice, started_at, expected", [
+    (None, 0, (10, os.SCHED_BATCH)),      # the default: services first
+    (5, 15, (15, os.SCHED_BATCH)),        # never raised above its start
+    (0, 0, (0, os.SCHED_OTHER)),          # 0: left as it was started
+])
+def test_the_agent_yields_the_cpu_to_the_services(agents, workdir, nice,
+                                                  started_at, expected):
+    store = os.path.join(workdir, "traces.jsonl")
+    options = {} if nice is None else {"nice": nice}
+    agent = agents(["file://" + store], **options).start(
+        preexec_fn=(lambda: os.nice(started_at)) if started_at else None)
+    harness.send(agent.url, harness.make_points(20))
+    harness.wait_for(lambda: agent.status()["backends"][0]["written"] == 20,
+                     what="20 points written")
+    threads = _priorities(agent.proc.pid)
+    assert len(threads) > 1    # the listener and writer threads too
+    assert set(threads.values()) == {expected}, threads
