@@ -31,16 +31,18 @@ configuration's POST, then every configuration's GET, in an order shuffled
 per round), so noise on this 2-core machine lands on all of them alike;
 only the ratios to ``off`` measured here mean anything.  Each
 configuration runs in ``--servers`` processes (default 3), taking part in
-every round alike: two processes of the very same configuration differ
-by about 1 % (where their code and data landed in memory, their hash
-seeds), as much as the target for ``armed`` allows, so one process per
-configuration would measure its luck.  A configuration's figures pool its
-processes' rounds (round i of its process k paired with round i of off's
-process k) and add their CPU.
+every round alike, and the run is made of ``--blocks`` blocks (default 4),
+each with new processes: two processes of the very same configuration
+differ by about 1 % (where their code and data landed in memory, their
+hash seeds), as much as the target for ``armed`` allows, so a few
+processes per configuration measure their luck (runs of one block of
+three processes gave armed 0.994 to 1.008).  A configuration's figures
+pool its processes' rounds (round i of its process k paired with round i
+of off's process k in the same block) and add their CPU.
 
 Printed per configuration: p50 and p99 of the round latency (POST + GET)
 and their ratio to ``off`` (with a 95 % bootstrap interval of the p50
-ratio, resampling rounds), the median of the per-round ratios (paired),
+ratio, resampling the pairs of processes, then their rounds), the median of the per-round ratios (paired),
 and the server's CPU time (utime + stime of all its threads, from
 /proc/<pid>/stat) per request and its ratio; the agent's CPU per triggered
 request on a line of its own, and how busy the machine was.  Targets:
@@ -51,9 +53,10 @@ Checked while measuring: every response is 201 (POST) or 200 (GET), every
 triggered trace is in the agent's store with its two ``wsgi`` spans (all of
 them are read back), a sample of 100 osprofiler traces is in its store, and
 the agent dropped nothing.  Exit status 0: targets met; 1: a target
-missed; 2: a request failed or a trace is missing.  About 5 minutes with
-the default 1000 rounds of 3 servers each (every server is warmed up with
-40 uncounted rounds first).
+missed; 2: a request failed or a trace is missing.  About 4 minutes with
+the defaults: 4 blocks of 300 rounds of 3 servers each (every server is
+warmed up with 40 uncounted rounds first).  ``--agent-nice 0`` runs the
+agent at the servers' priority instead of its default (``[agent] nice``).
 """
 
 import argparse
@@ -86,16 +89,24 @@ TARGETS = {"armed": 1.005, "triggered": 1.05}
 EXPECTED = {"POST": 201, "GET": 200}
 
 
-def p50_interval(rounds, off_rounds, resamples=1000):
-    """95 % bootstrap interval of p50(rounds) / p50(off_rounds), resampling
-    whole rounds (a round's two figures were measured side by side)."""
+def p50_interval(target, off, resamples=1000):
+    """95 % bootstrap interval of p50(target) / p50(off), resampling the
+    pairs of processes (replica k of a block with off's replica k), then
+    the rounds of each pair: it covers how much a process's own speed
+    varies as well as the rounds."""
     rng = random.Random(0)
-    n = len(rounds)
+    pairs = [list(zip(a.rounds, b.rounds))
+             for a, b in zip(target.replicas, off.replicas)]
     ratios = []
     for _ in range(resamples):
-        picks = [rng.randrange(n) for _ in range(n)]
-        ratios.append(statistics.median(rounds[i] for i in picks)
-                      / statistics.median(off_rounds[i] for i in picks))
+        mine, offs = [], []
+        for _ in pairs:
+            pair = pairs[rng.randrange(len(pairs))]
+            for _ in pair:
+                a, b = pair[rng.randrange(len(pair))]
+                mine.append(a)
+                offs.append(b)
+        ratios.append(statistics.median(mine) / statistics.median(offs))
     return pct(ratios, 0.025), pct(ratios, 0.975)
 
 
@@ -103,11 +114,12 @@ class Target:
     """One configuration: its server, client, queue and what it measured."""
 
     def __init__(self, name, server):
-        self.name = name                    # "armed#1": replica 1
+        self.name = name                    # "armed#1.2": block 1, replica 2
         self.config = name.split("#")[0]    # "armed"
         self.server = server
         self.client = server.client()
-        self.queue = "bench-" + name.replace("+", "-").replace("#", "-")
+        self.queue = "bench-" + name.replace("+", "-").replace(
+            "#", "-").replace(".", "-")
         self.rounds = []          # seconds, POST + GET, counted rounds
         self.failures = []        # (method, status, text)
         self.trace_ids = []       # signed configurations: one per round
@@ -193,7 +205,7 @@ def check_traces(url, trace_ids, timeout):
     return len(points), points, pending
 
 
-def setup(stack, prefix, stores):
+def setup(stack, prefix, stores, **agent_options):
     """What a Zaqar benchmark stands on, undone when ``stack`` closes:
     (Zaqar's environment, a work directory, {store: a Redis db of its own}
     for each name of ``stores`` (one of them "stacktrail"), the stacktrail
@@ -213,7 +225,7 @@ def setup(stack, prefix, stores):
     overlay = envs.stacktrail_overlay(workdir / "site", env)
     agent = harness.Agent(harness.short_dir(prefix + "agent-"),
                           [urls["stacktrail"]], flush_interval=0.2,
-                          retry_max_interval=10)
+                          retry_max_interval=10, **agent_options)
     stack.callback(shutil.rmtree, agent.workdir, True)
     agent.start()
     stack.callback(agent.stop)
@@ -221,13 +233,15 @@ def setup(stack, prefix, stores):
 
 
 def start_servers(stack, workdir, env, overlay, message_url, agent_url,
-                  osprofiler_url, key, replicas):
-    """{"off#0": server, ...}: ``replicas`` processes per configuration."""
+                  osprofiler_url, key, replicas, block=0):
+    """{"off#0.0": server, ...}: ``replicas`` processes per configuration
+    (named by block and replica)."""
     started = {}
     for replica in range(replicas):
         for name in CONFIGS:
-            started["%s#%d" % (name, replica)] = start_server(
-                stack, workdir / ("%s-%d" % (name, replica)), name, env,
+            label = "%d.%d" % (block, replica)
+            started["%s#%s" % (name, label)] = start_server(
+                stack, workdir / ("%s-%s" % (name, label)), name, env,
                 overlay, message_url, agent_url, osprofiler_url, key)
     return started
 
@@ -251,24 +265,97 @@ def start_server(stack, directory, name, env, overlay, message_url,
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=1000,
-                        help="counted rounds per configuration")
+    parser.add_argument("--rounds", type=int, default=300,
+                        help="counted rounds per configuration and block")
     parser.add_argument("--warmup", type=int, default=40,
-                        help="rounds first, not counted")
+                        help="rounds first in each block, not counted")
     parser.add_argument("--servers", type=int, default=3,
-                        help="server processes per configuration (a "
-                        "process's own speed varies by about 1 %%)")
+                        help="server processes per configuration in a "
+                        "block (a process's own speed varies by about 1 %%)")
+    parser.add_argument("--blocks", type=int, default=4,
+                        help="blocks, each with new server processes")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--agent-nice", type=int, default=None,
+                        help="the agent's [agent] nice (default: its own "
+                        "default; 0 runs it at the servers' priority)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     key = "bench-" + secrets.token_hex(16)
 
     with contextlib.ExitStack() as stack:
         env, workdir, urls, overlay, agent = setup(
-            stack, "st-zqbench-", ("messages", "stacktrail", "osprofiler"))
+            stack, "st-zqbench-", ("messages", "stacktrail", "osprofiler"),
+            **({} if args.agent_nice is None else {"nice": args.agent_nice}))
+        run = Measured(agent)
+        for block in range(args.blocks):
+            run_block(run, block, args, key, rng, workdir, env, overlay,
+                      urls, agent)
+        targets = [Pooled(name, [t for t in run.targets if t.config == name])
+                   for name in CONFIGS]
+        by_name = {t.name: t for t in targets}
+        triggered = by_name["triggered"]
+        complete, points, missing = check_traces(
+            urls["stacktrail"], triggered.trace_ids, timeout=60)
+        status = agent.status()
+        osp = by_name["osprofiler"]
+        sample = rng.sample(osp.trace_ids, min(100, len(osp.trace_ids)))
+        osp_complete, osp_points, osp_missing = check_traces(
+            urls["osprofiler"], sample, timeout=10)
+
+    busy, total = run.machine
+    load = {"cores": os.cpu_count(),
+            "busy": busy / total * os.cpu_count() if total else 0.0,
+            "ours": (sum(t.cpu for t in targets) + run.agent_cpu
+                     + run.client_cpu) / run.elapsed}
+    return report(args, targets, run.elapsed, run.agent_cpu, status,
+                  run.received, complete, points, missing,
+                  osp_complete, osp_points, len(sample), run.crashed, load)
+
+
+class Measured:
+    """What the counted rounds of every block added up to."""
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.targets = []
+        self.crashed = []
+        self.elapsed = self.agent_cpu = self.client_cpu = 0.0
+        self.received = 0
+        self.machine = [0, 0]
+
+    def start(self, targets):
+        self._before = {t: cpu_seconds(t.server.pid) for t in targets}
+        self._agent = cpu_seconds(self.agent.proc.pid)
+        self._received = self.agent.status()["received"]
+        self._client = sum(os.times()[:2])
+        self._machine = machine_busy()
+        self._started = time.monotonic()
+
+    def stop(self):
+        self.elapsed += time.monotonic() - self._started
+        after = machine_busy()
+        for i in (0, 1):
+            self.machine[i] += after[i] - self._machine[i]
+        self.client_cpu += sum(os.times()[:2]) - self._client
+
+    def collect(self, targets):
+        """After the flushers' last batches: CPU of servers and agent."""
+        for target in targets:
+            target.cpu = cpu_seconds(target.server.pid) - self._before[target]
+        self.agent_cpu += cpu_seconds(self.agent.proc.pid) - self._agent
+        self.received += self.agent.status()["received"] - self._received
+        self.crashed += [t.name for t in targets if not t.server.running()]
+        self.targets += targets
+
+
+def run_block(run, block, args, key, rng, workdir, env, overlay, urls,
+              agent):
+    """New server processes for every configuration, warmed up, then the
+    block's counted rounds; the servers stop at the end."""
+    with contextlib.ExitStack() as stack:
         started = start_servers(stack, workdir, env, overlay,
                                 urls["messages"], agent.url,
-                                urls["osprofiler"], key, args.servers)
+                                urls["osprofiler"], key, args.servers, block)
         targets = [Target(name, server) for name, server in started.items()]
         for target in targets:
             stack.callback(target.client.close)
@@ -276,62 +363,31 @@ def main():
             if resp.status_code not in (201, 204):
                 raise SystemExit("%s: creating the queue gave %s: %s" % (
                     target.name, resp.status_code, resp.text))
-
         run_rounds(targets, args.warmup, key, False, rng)
         time.sleep(1.0)     # warm-up points flushed and written
         gc.collect()
         gc.disable()
-        before = {t: cpu_seconds(t.server.pid) for t in targets}
-        agent_before = cpu_seconds(agent.proc.pid)
-        received_before = agent.status()["received"]
-        client_before = sum(os.times()[:2])
-        machine_before = machine_busy()
-        started_at = time.monotonic()
+        run.start(targets)
         run_rounds(targets, args.rounds, key, True, rng)
-        elapsed = time.monotonic() - started_at
-        machine_after = machine_busy()
-        client_cpu = sum(os.times()[:2]) - client_before
+        run.stop()
         gc.enable()
         time.sleep(1.0)     # the flushers' last batches (every 0.2 s)
-        for target in targets:
-            target.cpu = cpu_seconds(target.server.pid) - before[target]
-        crashed = [t.name for t in targets if not t.server.running()]
-        targets = [Pooled(name, [t for t in targets if t.config == name])
-                   for name in CONFIGS]
-        by_name = {t.name: t for t in targets}
-        triggered = by_name["triggered"]
-        complete, points, missing = check_traces(
-            urls["stacktrail"], triggered.trace_ids, timeout=60)
-        status = agent.status()
-        agent_cpu = cpu_seconds(agent.proc.pid) - agent_before
-        osp = by_name["osprofiler"]
-        sample = rng.sample(osp.trace_ids, min(100, len(osp.trace_ids)))
-        osp_complete, osp_points, osp_missing = check_traces(
-            urls["osprofiler"], sample, timeout=10)
-
-    busy, total = (a - b for a, b in zip(machine_after, machine_before))
-    load = {"cores": os.cpu_count(),
-            "busy": busy / total * os.cpu_count() if total else 0.0,
-            "ours": (sum(t.cpu for t in targets) + agent_cpu + client_cpu)
-            / elapsed}
-    return report(args, targets, elapsed, agent_cpu, status,
-                  received_before, complete, points, missing,
-                  osp_complete, osp_points, len(sample), crashed, load)
+        run.collect(targets)
 
 
-def report(args, targets, elapsed, agent_cpu, status, received_before,
+def report(args, targets, elapsed, agent_cpu, status, received,
            complete, points, missing, osp_complete, osp_points, osp_sampled,
            crashed, load):
     by_name = {t.name: t for t in targets}
     off = by_name["off"]
-    requests_per = 2 * args.rounds * args.servers
+    requests_per = 2 * args.rounds * args.servers * args.blocks
     off_p50, off_p99 = pct(off.rounds, 0.5), pct(off.rounds, 0.99)
     off_cpu = off.cpu / requests_per
     print("zaqar-server 23.0.1, Redis messages + SQLite management; one "
           "round = POST 1 message + GET ?echo=true")
-    print("%d rounds (+%d warm-up) of %d server processes per "
-          "configuration, interleaved request by request, %.0f s"
-          % (args.rounds, args.warmup, args.servers, elapsed))
+    print("%d blocks of %d rounds (+%d warm-up) of %d new server processes "
+          "per configuration, interleaved request by request, %.0f s"
+          % (args.blocks, args.rounds, args.warmup, args.servers, elapsed))
     print("machine: %.2f of %d cores busy during the rounds (these servers, "
           "the agent and the client: %.2f; the rest is Redis and others)"
           % (load["busy"], load["cores"], load["ours"]))
@@ -347,13 +403,12 @@ def report(args, targets, elapsed, agent_cpu, status, received_before,
         cpu = target.cpu / requests_per
         ratios[target.name] = p50 / off_p50
         intervals[target.name] = (1.0, 1.0) if target is off else \
-            p50_interval(target.rounds, off.rounds)
+            p50_interval(target, off)
         print("%-11s %8.3f %6.3f %6.3f-%-6.3f %8.3f %6.3f %7.3f %11.0f %6.3f"
               % (target.name, p50 * 1e3, p50 / off_p50,
                  *intervals[target.name], p99 * 1e3, p99 / off_p99, paired,
                  cpu * 1e6, cpu / off_cpu if off_cpu else float("inf")))
     triggered = by_name["triggered"]
-    received = status["received"] - received_before
     print("%-11s %s %11.0f   (per triggered request; %.1f points each)" % (
         "agent", " " * 59, agent_cpu / requests_per * 1e6,
         received / requests_per))

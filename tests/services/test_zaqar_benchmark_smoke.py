@@ -11,15 +11,18 @@ SCRIPT = BENCHMARKS / "zaqar_overhead.py"
 
 def test_benchmark_runs_a_few_rounds(zaqar_env):
     done = subprocess.run([sys.executable, str(SCRIPT), "--rounds", "5",
-                           "--warmup", "2", "--servers", "1"],
+                           "--warmup", "2", "--servers", "1",
+                           "--blocks", "2"],
                           capture_output=True, text=True, timeout=600)
     out = done.stdout
     assert done.returncode in (0, 1), out + done.stderr
     for line in ("off ", "armed ", "armed+file ", "triggered ", "osprofiler ",
                  "agent "):
         assert "\n" + line in out, out
-    assert "failed requests: 0 of 50" in out
-    assert "stored with both wsgi spans: 7 of 7" in out
+    # two blocks, each with new server processes, all counted
+    assert "2 blocks of 5 rounds" in out, out
+    assert "failed requests: 0 of 100" in out
+    assert "stored with both wsgi spans: 14 of 14" in out
     assert "dropped {}" in out
 
 
