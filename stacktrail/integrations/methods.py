@@ -76,6 +76,7 @@ def traced(fn, name, qualname=None, gate=None, info=None,
     fields); ``qualname`` is the recorded function name.
     """
     qualname = qualname or profiler._callable_name(fn)
+    flag = gate.__class__ is str
     # Built once: the profiler copies what it records, never this dict.
     fixed = dict(info or {}, function={"name": qualname})
 
@@ -87,7 +88,9 @@ def traced(fn, name, qualname=None, gate=None, info=None,
 
     def slow(*args, **kwargs):
         frame = _current.get()
-        if frame is None or _emitting() or not is_open(gate):
+        if frame is None or _emitting() or not (
+                settings.current.flags.get(gate, False) if flag
+                else is_open(gate)):   # a flag, the usual gate: no call
             return fn(*args, **kwargs)
         info = fixed if not show_args else \
             _base.guard(name, start_info, args, kwargs)

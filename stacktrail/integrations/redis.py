@@ -86,7 +86,10 @@ _INFOS = {}
 
 
 def _command_info(client, args):
-    db = _db_of(client)
+    try:   # set by _db_of on the client's pool at its first command
+        db = client.connection_pool._stacktrail_db
+    except AttributeError:
+        db = _db_of(client)
     try:
         return _INFOS[args[0], len(args), db]
     except (KeyError, IndexError, TypeError):
@@ -111,10 +114,19 @@ def _pipeline_info(pipe):
 
 
 def _db_of(client):
-    try:   # once per command: attribute misses (raising) are the rare case
-        return client.connection_pool.connection_kwargs.get("db", 0)
+    """The db number of the client's connection pool, kept on the pool
+    (its connection arguments never change), so later commands read one
+    attribute."""
+    try:
+        pool = client.connection_pool
+        db = pool.connection_kwargs.get("db", 0)
     except AttributeError:
         return 0
+    try:
+        pool._stacktrail_db = db
+    except AttributeError:   # a pool with __slots__: looked up each time
+        pass
+    return db
 
 
 def _begin(frame, info_fn, client, arg):
