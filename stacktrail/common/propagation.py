@@ -263,6 +263,15 @@ def signed_token(base_id, parent_id, key, ttl=None):
 
 # --- decisions ---------------------------------------------------------------
 
+def samples(live):
+    """Whether anything but a signed trigger can start a trace here: head
+    sampling, a central sampling policy, or a trusted ``traceparent``.
+    When not, a request without a trigger is not traced whatever else it
+    carries (its W3C context is only passed on)."""
+    return live.sampling_rate > 0 or live.policy is not None or \
+        live.trust_traceparent
+
+
 def head_rate(live, operation=None, path=None):
     """(share of such requests to trace, whether the cap applies): the
     live rate, refined by the central policy's always-keep rules and
