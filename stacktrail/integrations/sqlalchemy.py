@@ -1,9 +1,16 @@
-"""SQL statements as ``db`` spans, through SQLAlchemy engine events.
+"""SQL statements as ``db`` spans, through SQLAlchemy's dialect events.
 
-``before_cursor_execute`` opens a span and keeps its handle on the
-statement's execution context; ``after_cursor_execute`` or ``handle_error``
-closes it from there.  Nothing is pushed on the trace's span stack, so a
-statement can never close somebody else's span.
+The ``do_execute``, ``do_executemany`` and ``do_execute_no_params``
+events are where SQLAlchemy hands a statement to the DBAPI cursor.  With a
+trace open, the listener runs the dialect's own method inside a ``db``
+span and tells SQLAlchemy it was done; otherwise it returns at once and
+SQLAlchemy runs the statement as usual.  So an untraced statement costs one
+call and a context lookup (listening to ``before_cursor_execute`` and
+``after_cursor_execute`` instead cost two calls and switched on
+SQLAlchemy's connection events for every statement), a failing statement
+goes through SQLAlchemy's error handling exactly as before (its
+``handle_error`` listeners, oslo.db's, see it after the span closed), and
+nothing is pushed on the trace's span stack.
 
 Scope: ``enable()`` listens on the ``Engine`` class (every engine, also
 the ones created later); ``instrument_engine(engine)`` one engine;
@@ -33,18 +40,18 @@ from stacktrail.common import settings
 from stacktrail.integrations import _base
 
 NAME = "db"
-_ATTR = "_stacktrail_span"
 _PING = re.compile(r"\s*select\s+1\s*(from\s+dual\s*)?;?\s*\Z", re.I)
 _PING_MAX = 32   # longer statements are never pings
 _current = _context.current
 _emitting = _context.emitting.get
 _open_leaf = profiler.open_leaf
 _close_leaf = profiler.close_leaf
-_EVENTS = ("before_cursor_execute", "after_cursor_execute", "handle_error")
+_EVENTS = ("do_execute", "do_executemany", "do_execute_no_params")
+_DB_KEY = kinds.DB.key
 
 
 class Listener:
-    """The three engine event handlers, with their options."""
+    """The three dialect event handlers, with their options."""
 
     def __init__(self, name=NAME, show_params=None, hide_result=True):
         self.name = name
@@ -52,26 +59,64 @@ class Listener:
         self.hide_result = hide_result
 
     def handlers(self):
-        return (self.before, self.after, self.error)
+        return (self.execute, self.executemany, self.execute_no_params)
 
-    # before/after run for every statement of the service: their checks
-    # are inlined and the span is made straight from the frame they read.
+    # Called for every statement of the service: the untraced case is one
+    # context lookup and a return.  A false return lets SQLAlchemy (or the
+    # next listener) run the statement.
 
-    def before(self, conn, cursor, statement, params, context, executemany):
-        # Listened to with retval=True, so SQLAlchemy calls it without a
-        # wrapper of its own: it hands back what it was given.
+    def execute(self, cursor, statement, parameters, context):
         frame = _current.get()
-        if frame is not None and context is not None and not _emitting() \
-                and (len(statement) >= _PING_MAX or
-                     _PING.match(statement) is None):
-            try:
-                state = vars(context)
-                if _ATTR not in state:
-                    state[_ATTR] = _open_leaf(frame, self.name, self._info(
-                        conn, statement, params, executemany))
-            except Exception:
-                _base.swallowed("sqlalchemy")
-        return statement, params
+        if frame is None or context is None:
+            return False
+        return self._traced(frame, cursor, statement, parameters, context,
+                            context.dialect.do_execute,
+                            (cursor, statement, parameters, context))
+
+    def executemany(self, cursor, statement, parameters, context):
+        frame = _current.get()
+        if frame is None or context is None:
+            return False
+        return self._traced(frame, cursor, statement, parameters, context,
+                            context.dialect.do_executemany,
+                            (cursor, statement, parameters, context), True)
+
+    def execute_no_params(self, cursor, statement, context):
+        frame = _current.get()
+        if frame is None or context is None:
+            return False
+        return self._traced(frame, cursor, statement, None, context,
+                            context.dialect.do_execute_no_params,
+                            (cursor, statement, context))
+
+    def _traced(self, frame, cursor, statement, params, context, run, args,
+                executemany=None):
+        """Run the statement inside a span; True when it ran here.  Nothing
+        of ours may fail the statement: a failure before it runs leaves it
+        to SQLAlchemy, untraced."""
+        if _emitting() or (len(statement) < _PING_MAX and
+                           _PING.match(statement) is not None):
+            return False
+        try:
+            if executemany is None:
+                executemany = context.executemany
+            handle = _open_leaf(frame, self.name, self._info(
+                context.dialect, statement, params, executemany))
+        except Exception:
+            _base.swallowed("sqlalchemy")
+            return False
+        try:
+            run(*args)
+        except BaseException as exc:
+            _base.guard("sqlalchemy", _base.leaf_stop, handle,
+                        _base.guard("sqlalchemy", self._error_info, exc))
+            raise
+        stop = None
+        if not self.hide_result:
+            stop = _base.guard("sqlalchemy", _result, cursor)
+            stop = stop and kinds.DB.stop_info(stop)
+        _close_leaf(handle, stop)   # enqueues a tuple: cannot fail
+        return True
 
     def _show(self):
         show = self.show_params
@@ -79,38 +124,19 @@ class Listener:
             show = settings.current.show_sql_parameters
         return show
 
-    def _info(self, conn, statement, params, executemany):
-        db = {"statement": statement, "system": conn.dialect.name}
+    def _info(self, dialect, statement, params, executemany):
+        db = {"statement": statement, "system": dialect.name}
         if self._show():
             db["params"] = str(params)
         if executemany:
             db["executemany"] = True
         return kinds.DB.start_info(db)
 
-    def after(self, conn, cursor, statement, params, context, executemany):
-        handle = _take(context)
-        if handle is not None:
-            try:
-                _close_leaf(handle, None if self.hide_result else
-                            kinds.DB.stop_info(_result(cursor)))
-            except Exception:
-                _base.swallowed("sqlalchemy")
-
-    def error(self, exception_context):
-        handle = _take(exception_context.execution_context)
-        if handle is None:
-            return
-        try:
-            _base.leaf_stop(handle, self._error_info(exception_context))
-        except Exception:
-            _base.swallowed("sqlalchemy")
-
-    def _error_info(self, exception_context):
+    def _error_info(self, exc):
         """The error class, the SQLSTATE when the driver gives one, and the
         message with the values it echoes masked (as osprofiler's keys:
         ``etype``, ``message``, ``db.original_exception`` and
         ``db.chained_exception``); parameters only with ``show_params``."""
-        exc = exception_context.original_exception
         cause = exc.__cause__
         show = self._show()
 
@@ -132,15 +158,6 @@ class Listener:
         return info
 
 
-def _take(context):
-    """Pop the span handle left on an execution context (or None).  Read
-    from its ``__dict__``: a getattr that misses costs an exception."""
-    try:
-        return vars(context).pop(_ATTR, None)
-    except TypeError:   # None, or no __dict__: never traced
-        return None
-
-
 def _result(cursor):
     rows = getattr(cursor, "_rows", None)
     if rows is not None:
@@ -150,7 +167,7 @@ def _result(cursor):
 
 def _listen(target, listener):
     for name, fn in zip(_EVENTS, listener.handlers()):
-        event.listen(target, name, fn, retval=name == "before_cursor_execute")
+        event.listen(target, name, fn)
 
 
 def _remove(target, listener):

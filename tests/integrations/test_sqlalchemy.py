@@ -89,7 +89,7 @@ def test_no_trace_nothing_recorded(engine, recorder):
 def test_all_engines_switch_and_reversible(engine, trace, recorder):
     sql.enable()
     listener = sql._all.listener
-    assert event.contains(Engine, "before_cursor_execute", listener.before)
+    assert event.contains(Engine, "do_execute", listener.execute)
     sql.instrument_engine(engine)        # both apply: recorded once
     _insert(engine)
     assert len(recorder.spans("db")) >= 1
