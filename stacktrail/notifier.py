@@ -44,8 +44,8 @@ def create(connection_string, *args, **kwargs):
     if callable(connection_string):
         return connection_string
     # One sink (one buffer, one flusher) per store and writer identity.
-    key = (connection_string,) + tuple(
-        kwargs.get(name) for name in ("project", "service", "host"))
+    get = kwargs.get
+    key = (connection_string, get("project"), get("service"), get("host"))
     if key not in _cache:
         _cache[key] = _make_sink(connection_string, args, kwargs)
     return _cache[key]

@@ -49,6 +49,7 @@ class Activation:
         self.adapter = None
         self.target = {}
         self.warned_keys = False
+        self.connection_string = None   # [profiler]'s, read by _apply
 
     def flags(self):
         own = self.adapter.flags if self.adapter else ()
@@ -114,6 +115,7 @@ def _identity(conf, project, service, host):
 def _apply(state):
     conf = state.conf
     live = settings.load(conf, state.flags(), state.aliases())
+    state.connection_string = conf.profiler.connection_string
     if live.enabled:
         notifier.set(_sink(state, state.target))
         web.enable(conf.profiler.hmac_keys)
@@ -127,7 +129,7 @@ def _apply(state):
     integrations.apply(_installed(state, live))
     otel.apply(live.enabled and conf.profiler.otel_bridge)
     # the node agent's sampling policy, on top of the [profiler] values
-    policy_client.follow(conf.profiler.connection_string, state.target)
+    policy_client.follow(state.connection_string, state.target)
 
 
 def _installed(state, live):
@@ -139,8 +141,11 @@ def _installed(state, live):
 
 
 def _sink(state, target):
-    return notifier.create(state.conf.profiler.connection_string,
-                           conf=state.conf, **target)
+    # The connection string as _apply read it: every RPC message a
+    # service of a shared process serves asks for its sink (sink_for),
+    # and an oslo.config lookup costs more than the rest of that.
+    return notifier.create(state.connection_string, conf=state.conf,
+                           **target)
 
 
 def _reload(conf, changed=None):
