@@ -68,6 +68,9 @@ class NovaService(common.Service):
         from tests.services import nova
         return nova.nova_env()
 
+    def added_environ(self, config):
+        return 1 + len(config.profiler or ())   # OS_TEST_TIMEOUT, [profiler]
+
     def run(self, env, config, env_vars, timeout):
         """Run the bench test once; None when it passed, else a report.
         Nova's ConfFixture parses the oslo.config environment in every
