@@ -47,7 +47,6 @@ _emitting = _context.emitting.get
 _open_leaf = profiler.open_leaf
 _close_leaf = profiler.close_leaf
 _EVENTS = ("do_execute", "do_executemany", "do_execute_no_params")
-_DB_KEY = kinds.DB.key
 
 
 class Listener:
