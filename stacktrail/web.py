@@ -188,12 +188,11 @@ class WsgiMiddleware:
         # no trigger header, no head sampling.  They skip the header parsing
         # of propagation.start_from_headers (whose outcome for them is the
         # same: not traced, a new W3C context to pass on).
-        if live.sampling_rate <= 0 and live.policy is None \
-                and "HTTP_X_TRACE_INFO" not in environ \
+        if "HTTP_X_TRACE_INFO" not in environ \
                 and "HTTP_X_TRACE_HMAC" not in environ \
-                and "HTTP_TRACEPARENT" not in environ:
-            if "w3c" in live.propagation:
-                _untraced.set(propagation.W3CContext())
+                and "HTTP_TRACEPARENT" not in environ \
+                and not propagation.samples(live):
+            propagation.carry_untraced(None, create=True)
             return None
         keys = _HMAC_KEYS or self.hmac_keys
         headers = dict(zip(_HEADERS, map(environ.get, _HEADER_KEYS)))

@@ -332,13 +332,21 @@ def start_from_headers(get_header, keys=None, participate=False,
                 return _init(live.signing_key, parent[0], parent[1],
                              parent[2] & RANDOM, get_header(TRACESTATE))
             return _init(live.signing_key, None, None, RANDOM, None)
-    if "w3c" in live.propagation:
-        if raw_parent:
-            untraced.set(W3CContext.incoming(
-                raw_parent, get_header(TRACESTATE), participate))
-        elif participate:
-            untraced.set(W3CContext())
+    carry_untraced(raw_parent, get_header(TRACESTATE) if raw_parent else None,
+                   participate)
     return None
+
+
+def carry_untraced(traceparent, tracestate=None, create=False):
+    """Keep the W3C context of a request not traced here for the calls it
+    makes (when ``propagation`` names w3c): the caller's ``traceparent``
+    text, parsed on first use, or with ``create`` a new one when none."""
+    if "w3c" not in settings.current.propagation:
+        return
+    if traceparent:
+        untraced.set(W3CContext.incoming(traceparent, tracestate, create))
+    elif create:
+        untraced.set(W3CContext())
 
 
 def join(key, base_id, parent_id, parent=None, state=None):

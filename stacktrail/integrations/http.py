@@ -23,15 +23,11 @@ from urllib import parse
 
 from requests import adapters
 
-from stacktrail.common import context
 from stacktrail.common import kinds
 from stacktrail.common import propagation
 from stacktrail.integrations import _base
 
 NAME = "http"
-_current_get = context.current.get
-_emitting = context.emitting.get
-_untraced_get = propagation.untraced.get
 _MARK = "_stacktrail_traced"
 _PORTS = {"http": 80, "https": 443}
 
@@ -52,9 +48,8 @@ def _traced_send(original, show_query=False):
     def send(self, request, *args, **kwargs):
         if getattr(request, _MARK, False):
             return original(self, request, *args, **kwargs)
-        # _base.active() and carries_untraced(), inlined: every call asks
-        if _current_get() is None or _emitting():
-            if _untraced_get() is not None and not _emitting():
+        if not _base.active():
+            if _base.carries_untraced():
                 # A request not traced here: pass its W3C context on.
                 _base.guard("http", _carry, request)
             return original(self, request, *args, **kwargs)

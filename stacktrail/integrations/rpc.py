@@ -101,8 +101,10 @@ def inject(ctxt, signed=None):
 
 def _carrying():
     """True when sending should write something: a trace, or the W3C
-    context of an untraced request."""
-    return _base.active() or _base.carries_untraced()
+    context of an untraced request (``_base.active`` or
+    ``_base.carries_untraced``, in one call: every message sent asks)."""
+    return (_current_get() is not None or _untraced.get() is not None) \
+        and not _emitting()
 
 
 def carries_trace(ctxt):
@@ -174,10 +176,8 @@ def _carried(ctxt, writer, fn, args):
     if writer is not None:
         context.writer.set(writer)
     context.current.set(None)
-    parent = ctxt.get(TRACEPARENT)
-    _untraced.set(propagation.W3CContext.incoming(
-        parent, ctxt.get(TRACESTATE), create=False)
-        if parent and "w3c" in settings.current.propagation else None)
+    _untraced.set(None)
+    propagation.carry_untraced(ctxt.get(TRACEPARENT), ctxt.get(TRACESTATE))
     return fn(*args)
 
 
@@ -281,10 +281,7 @@ def _with_trace(ctxt, signed):
 def _traced_send(original, signed):
     @functools.wraps(original)
     def wrapper(self, target, ctxt, message, *args, **kwargs):
-        # _carrying(), inlined: every message sent asks
-        if isinstance(ctxt, dict) and (
-                _current_get() is not None or _untraced.get() is not None) \
-                and not _emitting():
+        if isinstance(ctxt, dict) and _carrying():
             ctxt = _base.guard("rpc", _with_trace, ctxt, signed) or ctxt
         return original(self, target, ctxt, message, *args, **kwargs)
     return wrapper

@@ -248,3 +248,25 @@ def test_sqlite_error_keeps_parameters_out(trace, recorder):
     assert failed[0]["info"]["db"]["sqlstate"] == "SQLITE_CONSTRAINT_UNIQUE"
     (_, stop), = recorder.spans("block")
     assert "[parameters: ***]" in stop["info"]["message"]
+
+
+def test_untraced_statements_cost_one_listener_call(recorder, monkeypatch):
+    """Traced everywhere, an engine still runs untraced statements without
+    SQLAlchemy's connection events, and each asks the listener once."""
+    calls = []
+    original = sql.Listener.execute
+
+    def counted(self, *args):
+        calls.append(args[1])
+        return original(self, *args)
+    monkeypatch.setattr(sql.Listener, "execute", counted)
+    sql.enable()
+    try:
+        eng = sqlalchemy.create_engine("sqlite://")
+        with eng.connect() as conn:
+            for n in range(3):
+                conn.execute(text("SELECT :n"), {"n": n})
+            assert not conn._has_events and not eng._has_events
+        assert len(calls) == 3 and recorder == []
+    finally:
+        sql.disable()
