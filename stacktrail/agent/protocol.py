@@ -426,11 +426,17 @@ class Frame:
         self._points = None
 
     def points(self):
-        if self._points is None:
-            self._points = (self._source[3] if self.version == 1
-                            else _expand_v2(*self._source))
+        # Each backend's writer thread may ask first: _points is set before
+        # _source is dropped, so a thread that finds no source finds points.
+        points = self._points
+        if points is None:
+            source = self._source
+            if source is None:
+                return self._points
+            points = source[3] if self.version == 1 else _expand_v2(*source)
+            self._points = points
             self._source = None
-        return self._points
+        return points
 
     def __getitem__(self, key):
         return (list(self.origin) + [self.points()])[key]
