@@ -578,7 +578,8 @@ def test_agent_store_outage_loses_no_point(start, control, trace_redis,
     incomplete = [b for b in traces if not complete(expected.get(b, []))]
     sizes = collections.Counter(len(expected.get(b, ())) for b in traces)
     assert incomplete == [], "the agent got %d of %d traces incomplete " \
-        "(points a trace: %s)" % (len(incomplete), len(traces), sizes)
+        "(points a trace: %s; the server said: %s)" % (
+            len(incomplete), len(traces), sizes, stacktrail_lines(server)[:3])
     assert sum(map(len, expected.values())) == status["received"], (
         status["received"], sizes)
     # ... and wrote each to Redis too.
