@@ -44,6 +44,14 @@ def carries_untraced():
     return propagation.untraced.get() is not None and not _emitting.get()
 
 
+def carrying():
+    """``active() or carries_untraced()`` in one call, for the checks made
+    on every message a service sends: a trace or an untraced request's W3C
+    context to write, and no notifier writing."""
+    return (_current.get() is not None or
+            propagation.untraced.get() is not None) and not _emitting.get()
+
+
 # Several services in one process (functional tests, all-in-one nodes):
 # an adapter marks the objects that serve a service (an RPC server's
 # endpoints) with (service, host).

@@ -62,8 +62,6 @@ TRACE_TOKEN = "trace_token"
 TRACEPARENT = propagation.TRACEPARENT
 TRACESTATE = propagation.TRACESTATE
 _untraced = propagation.untraced
-_current_get = context.current.get
-_emitting = context.emitting.get
 # True inside a dispatch ``run_in_trace`` manages: the message's trace is
 # already joined, a TraceSerializer must not decide again (a second
 # sampling decision could start a second trace).
@@ -97,14 +95,6 @@ def inject(ctxt, signed=None):
     if TRACEPARENT not in ctxt:
         ctxt.update(propagation.w3c_headers())
     return ctxt
-
-
-def _carrying():
-    """True when sending should write something: a trace, or the W3C
-    context of an untraced request (``_base.active`` or
-    ``_base.carries_untraced``, in one call: every message sent asks)."""
-    return (_current_get() is not None or _untraced.get() is not None) \
-        and not _emitting()
 
 
 def carries_trace(ctxt):
@@ -212,7 +202,7 @@ class TraceSerializer(om_serializer.Serializer):
 
     def serialize_context(self, ctxt):
         result = self._base.serialize_context(ctxt)
-        if isinstance(result, dict) and _carrying():
+        if isinstance(result, dict) and _base.carrying():
             _base.guard("rpc", inject, result, self._signed)
         return result
 
@@ -281,7 +271,7 @@ def _with_trace(ctxt, signed):
 def _traced_send(original, signed):
     @functools.wraps(original)
     def wrapper(self, target, ctxt, message, *args, **kwargs):
-        if isinstance(ctxt, dict) and _carrying():
+        if isinstance(ctxt, dict) and _base.carrying():
             ctxt = _base.guard("rpc", _with_trace, ctxt, signed) or ctxt
         return original(self, target, ctxt, message, *args, **kwargs)
     return wrapper

@@ -123,3 +123,29 @@ def test_leaf_spans_do_not_touch_the_stack(trace, recorder):
     assert len(spans) == 2
     assert all(s["parent_id"] == trace.get_id() for s, _ in spans)
     assert profiler.get().get_id() == trace.get_id()
+
+
+def test_carrying_means_a_trace_or_an_untraced_w3c_context_to_send():
+    """What a sent message carries: nothing outside a request, the W3C
+    context of an untraced one, the trace of a traced one; nothing while a
+    notifier writes its own points."""
+    import contextvars
+    from stacktrail.common import context
+    from stacktrail.common import propagation
+
+    def check():
+        profiler.clean()
+        propagation.untraced.set(None)
+        assert not _base.carrying()
+        propagation.untraced.set(propagation.W3CContext())
+        assert _base.carrying()
+        token = context.emitting.set(True)
+        assert not _base.carrying()
+        context.emitting.reset(token)
+        propagation.untraced.set(None)
+        profiler.init("a-key-of-sixteen-or-more")
+        assert profiler.get() is not None
+        assert _base.carrying()
+        profiler.clean()
+
+    contextvars.copy_context().run(check)

@@ -539,9 +539,10 @@ def test_agent_store_outage_loses_no_point(start, control, trace_redis,
     Every trace must reach the agent whole (every span started and
     stopped), and the witness, a file store the same agent writes to and
     which stays up (each backend has its own offset in the spool), holds
-    each point the agent received once and says which points: each trace in Redis must hold the points the witness
-    holds, none missing, none foreign (a point may repeat: delivery is at
-    least once, so a write the store half did as it stopped is redone)."""
+    each point the agent received once and says which points: each trace
+    in Redis must hold the points the witness holds, none missing, none
+    foreign (a point may repeat: delivery is at least once, so a write the
+    store half did as it stopped is redone)."""
     store = trace_redis()
     witness = Path(harness.short_dir("st-witness-")) / "traces.jsonl"
     try:
