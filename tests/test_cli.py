@@ -125,6 +125,23 @@ def test_show_file_as_text(trace_file):
     assert "Bottleneck" in done.stdout
 
 
+def test_show_big_report_is_written_whole(tmp_path):
+    """The console command ends without freeing its report: all of the
+    output still arrives, through a pipe and into --out."""
+    specs = [("wsgi", "r", tg.BASE, 0, 5000)] + [
+        ("db", "s%d" % i, "r", i, i + 0.5) for i in range(3000)]
+    path = write_jsonl(tmp_path / "big.jsonl", tg.spans(*specs))
+    done = run("trace", "show", path)
+    assert done.returncode == 0, done.stderr
+    assert sum(" db" in line for line in done.stdout.splitlines()) >= 3000
+    assert "Most self time" in done.stdout
+    out = tmp_path / "report.json"
+    done = run("trace", "show", path, "--json", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(out.read_text())["children"][0]["children"]) \
+        == 3000
+
+
 @pytest.mark.parametrize("fmt,check", [
     ("--json", lambda out: json.loads(out)["children"][0]["children"][0][
         "info"]["name"] == "db-query"),
