@@ -3,8 +3,17 @@
 A span id is a 128-bit integer shaped like a version 4 UUID.  Its low 64 bits
 are its W3C span-id and a base id is a W3C trace-id, so one trace reads the
 same in osprofiler's format and in W3C Trace Context / OTLP.
+
+A base id is random in all its 122 free bits.  A span id is drawn in two
+halves: the high one once per process (and again in a forked child), the
+low one per span (the variant bits, then 62 random bits).  One small draw
+and one addition per span instead of a 128-bit draw and two masks: about
+5 % of a start + stop pair (counted with callgrind).  Span ids stay unique
+within a trace as long as 62 random bits do, and a trace is told apart
+from another by its base id.
 """
 
+import os
 import random
 import re
 
@@ -15,10 +24,28 @@ ID_SET = (0x4000 << 64) | (0x8000 << 48)
 LOW64 = (1 << 64) - 1
 
 
+SPAN_LOW_BITS = 62
+_VARIANT = 0x8000 << 48
+SPAN_HIGH = 0   # this process's high half of every span id, variant bits in
+
+
+def _draw_span_high():
+    global SPAN_HIGH
+    SPAN_HIGH = (getrandbits(64) << 64) & ID_CLEAR | ID_SET
+
+
+_draw_span_high()
+os.register_at_fork(after_in_child=_draw_span_high)
+
+
 def new_id():
-    """A fresh random id (an int shaped as a version 4 UUID); inlined in
-    ``profiler.open_span`` and ``open_leaf``."""
+    """A fresh random id (an int shaped as a version 4 UUID): a base id."""
     return getrandbits(128) & ID_CLEAR | ID_SET
+
+
+def new_span_id():
+    """A span's id (see the module); inlined in ``profiler``."""
+    return SPAN_HIGH + getrandbits(SPAN_LOW_BITS)
 
 
 _texts = {}

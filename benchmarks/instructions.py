@@ -1,0 +1,196 @@
+"""What tracing armed costs a Cinder or Nova lifecycle, counted in instructions.
+
+    .venv/bin/python benchmarks/instructions.py nova [--lifecycles 3]
+        [--configs off,armed,disabled] [--parallel 2]
+
+The time-based benchmarks (cinder_overhead.py, nova_overhead.py) compare
+CPU time on a machine whose speed moves by up to half from one second to
+the next, so an armed cost of a few tenths of a percent needs many turns
+and still straddles its target.  This one counts what the processor is
+asked to do instead: each configuration's bench process (the same test and
+configuration as those benchmarks') runs under valgrind's callgrind with
+counting off; once its warm-up and first counted lifecycle are over,
+counting goes on for ``--lifecycles`` lifecycles and off again
+(``callgrind_control``).  The count is the same whatever else the machine
+does, so processes can run side by side (``--parallel``).  It leaves out
+what instructions do not show: cache and memory effects, which the
+time-based benchmarks include.
+
+Configurations (the overhead benchmarks' names):
+
+* ``off``: the service as published;
+* ``armed``: the shipped fragment, ``enabled = true``, requests unsigned;
+* ``disabled``: the same with ``enabled = false`` (what stacktrail's API
+  filter costs in place of the service's own osprofiler filter);
+* ``armed-<flag>``: armed with one ``trace_<flag>`` off (e.g.
+  ``armed-sqlalchemy``), to see what one integration adds.
+
+Printed: instructions per lifecycle and the ratio to ``off``.  Under
+callgrind a lifecycle runs about 50 times slower; a run of three
+configurations takes about five minutes with two in parallel.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import cinder_overhead as common  # noqa: E402
+import nova_overhead  # noqa: E402
+from tests.services import envs  # noqa: E402
+
+SERVICES = {"cinder": common.Service, "nova": nova_overhead.NovaService}
+WARMUP = 2
+
+
+def settings(name, service):
+    """(environment, [profiler] options) of configuration ``name``; the
+    options are None for ``off``.  Nothing is triggered, so the agent
+    named is never written to."""
+    if name == "off":
+        return {}, None
+    env_vars, options = service.stacktrail_settings(
+        "agent:///nonexistent.sock", "instructions-key")
+    if name == "disabled":
+        options = dict(options, enabled=False)
+    elif name.startswith("armed-"):
+        options = dict(options, **{"trace_" + name[len("armed-"):]: False})
+    elif name != "armed":
+        raise SystemExit("unknown configuration %r" % name)
+    return env_vars, options
+
+
+def _pid_of(marker):
+    """The bench process whose environment holds ``marker``."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                if marker.encode() in f.read():
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def _lines(path):
+    try:
+        return len(path.read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def _wait_lines(path, count, alive):
+    while _lines(path) < count:
+        if not alive():
+            raise RuntimeError("the bench process ended early")
+        time.sleep(0.01)
+
+
+def _control(prefix, pid, *args):
+    subprocess.run(["callgrind_control", "--vgdb-prefix=" + prefix]
+                   + list(args) + [pid], capture_output=True, check=True)
+
+
+def count(service, env, overlay, name, lifecycles, workdir):
+    """Instructions of ``lifecycles`` lifecycles of configuration ``name``."""
+    work = Path(tempfile.mkdtemp(prefix=name + "-", dir=workdir))
+    durations = work / "durations.jsonl"
+    out = work / "callgrind.out"
+    prefix = str(work / "vgdb")
+    wrapper = work / "python"
+    wrapper.write_text(
+        "#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no "
+        "--vgdb-prefix=%s --callgrind-out-file=%s %s \"$@\"\n"
+        % (prefix, out, env.python))
+    wrapper.chmod(0o755)
+    env_vars, options = settings(name, service)
+    config = common.Config(name, overlay if options is not None else None,
+                           env_vars, options)
+    env_vars = common.padded(dict(
+        config.env_vars, STACKTRAIL_BENCH_DURATIONS=str(durations),
+        STACKTRAIL_BENCH_WARMUP=str(WARMUP),
+        STACKTRAIL_BENCH_ITERATIONS=str(lifecycles + 2),
+        STACKTRAIL_BENCH_WAIT="notification", STACKTRAIL_BENCH_POLL="0.005",
+        STACKTRAIL_BENCH_RPC_POLL="0.002", PYTHONHASHSEED="1"),
+        service.added_environ(config))
+    counted = copy_env(env, wrapper)
+    failure = []
+    runner = threading.Thread(target=lambda: failure.append(
+        service.run(counted, config, env_vars, 3600)), daemon=True)
+    runner.start()
+    _wait_lines(durations, 1, runner.is_alive)
+    pid = _pid_of(str(durations))
+    _control(prefix, pid, "-i", "on")
+    _wait_lines(durations, 1 + lifecycles, runner.is_alive)
+    _control(prefix, pid, "-i", "off")
+    _control(prefix, pid, "-d", "counted")
+    runner.join()
+    if failure and failure[0]:
+        raise RuntimeError("%s: the bench test failed:\n%s"
+                           % (name, failure[0]))
+    dumps = [p for p in work.iterdir() if p.name.startswith(out.name + ".")]
+    total = sum(_totals(p) for p in dumps)
+    rows = [json.loads(line) for line in durations.read_text().splitlines()]
+    return total / lifecycles, [row.get("gets") for row in rows]
+
+
+def copy_env(env, python):
+    """``env`` running its Python through ``python`` (the valgrind
+    wrapper); the cached environment itself is left alone."""
+    clone = object.__new__(type(env))
+    clone.__dict__.update(env.__dict__)
+    clone.python = str(python)
+    return clone
+
+
+def _totals(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("service", choices=sorted(SERVICES))
+    parser.add_argument("--lifecycles", type=int, default=3)
+    parser.add_argument("--configs", default="off,armed,disabled")
+    parser.add_argument("--parallel", type=int, default=2)
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is needed (apt-get install valgrind)")
+    service = SERVICES[args.service]()
+    env = service.env()
+    names = args.configs.split(",")
+    with tempfile.TemporaryDirectory(prefix="stacktrail-instr-") as tmp:
+        workdir = Path(tmp)
+        overlay = envs.stacktrail_overlay(workdir / "stacktrail-site", env)
+        with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+            results = dict(zip(names, pool.map(
+                lambda name: count(service, env, overlay, name,
+                                   args.lifecycles, workdir), names)))
+    print("%s: instructions per lifecycle (callgrind, %d lifecycles each)"
+          % (service.title, args.lifecycles))
+    base = results.get("off", (None,))[0]
+    for name in names:
+        per, gets = results[name]
+        ratio = " %.4f x off" % (per / base) if base else ""
+        print("  %-20s %14s%s   status GETs per lifecycle: %s"
+              % (name, format(int(per), ","), ratio, gets))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
