@@ -2,6 +2,7 @@
 
 import asyncio
 import datetime
+import os
 import re
 import socket
 import uuid
@@ -53,6 +54,47 @@ def test_start_stop_message_shape(messages):
     assert start["info"]["statement"] == "SELECT 1"
     assert stop["info"]["rows"] == 1
     assert start["timestamp"] <= stop["timestamp"]
+
+
+def _span_ids(count):
+    profiler.init("key")
+    found = []
+    for _ in range(count):
+        profiler.start("x")
+        found.append(profiler.get().get_id())
+        profiler.stop()
+    profiler.clean()
+    return found
+
+
+def test_span_ids_are_distinct_v4_uuids_with_a_w3c_span_id(messages):
+    found = _span_ids(2000)
+    assert len(set(found)) == 2000
+    for text in found:
+        value = uuid.UUID(text)
+        assert value.version == 4 and value.variant == uuid.RFC_4122
+        assert value.int & ((1 << 64) - 1) != 0      # a valid W3C span-id
+    # The low halves (W3C span-ids) are what tells spans apart.
+    assert len({uuid.UUID(t).int & ((1 << 64) - 1) for t in found}) == 2000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_draws_its_own_span_ids(messages):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: its span ids, then out without cleanup
+        os.close(read)
+        os.write(write, " ".join(_span_ids(50)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    mine = _span_ids(50)
+    assert len(child) == 50
+    assert not set(child) & set(mine)
+    high = {uuid.UUID(t).int >> 64 for t in child}
+    assert not high & {uuid.UUID(t).int >> 64 for t in mine}
 
 
 def test_nesting_parent_ids(messages):
