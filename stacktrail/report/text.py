@@ -18,6 +18,7 @@ statements and pings are folded into their neighbours unless
 
 from stacktrail.report import analysis
 from stacktrail.report import describe
+from stacktrail.report import tree
 
 MAX_INDENT = 60
 LEGEND = ("* on the critical path   ! error   ~ open (no stop recorded)   "
@@ -94,11 +95,17 @@ def _tree_lines(report, show_noise=False):
     stack = []
 
     def push(children, inner, parent):
-        shown = [c for c in children if not hidden(c, show_noise)]
-        for i, child in reversed(list(enumerate(shown))):
-            last = i == len(shown) - 1
-            stack.append((child, inner + ("└─ " if last else "├─ "),
-                          inner + ("   " if last else "│  "), parent))
+        if not show_noise:
+            children = [c for c in children if not hidden(c, False)]
+        if not children:
+            return
+        if len(inner) > MAX_INDENT:   # a deep trace: only the tail shows
+            inner = inner[-MAX_INDENT:]
+        # The last child is drawn apart; the others share their prefixes.
+        stack.append((children[-1], inner + "└─ ", inner + "   ", parent))
+        middle, middle_inner = inner + "├─ ", inner + "│  "
+        stack.extend([(child, middle, middle_inner, parent)
+                      for child in reversed(children[:-1])])
 
     push(report.get("children", []), "", None)
     while stack:
@@ -247,7 +254,10 @@ def _queued(entry):
 def ensure_analysis(report):
     """Annotate a report that was loaded rather than built (e.g. one saved
     by osprofiler, or by a stacktrail whose critical path stopped at a
-    parent that returned) so every renderer can rely on our keys."""
+    parent that returned) so every renderer can rely on our keys.  A
+    report ``tree.build`` made has them all: it is not walked again."""
+    if type(report) is tree.Report:
+        return report
     describe.ensure(report)
     if ("critical_path" not in report or "top_self_time" not in report
             or report["info"].get("started_us") is None

@@ -341,6 +341,14 @@ def _node(span, t0):
 _sort_key = operator.attrgetter("start")
 
 
+class Report(dict):
+    """A report ``build`` made: every node has its ``detail`` and the
+    analysis is done, so renderers need not walk it to check (a dict in
+    every other respect, written to JSON as one)."""
+
+    __slots__ = ()
+
+
 def _empty(ignored=0):
     info = {"name": "total", "started": 0, "finished": None,
             "last_trace_started": None, "finished_us": None,
@@ -426,8 +434,8 @@ def _build(messages):
     }
     if ignored:
         info["ignored_messages"] = ignored
-    report = {"info": info, "children": [r.node for r in roots],
-              "stats": stats}
+    report = Report(info=info, children=[r.node for r in roots],
+                    stats=stats)
     analysis.annotate(report, scored)
     for span in order:
         # Parent and children point at each other: left so, the spans
