@@ -32,6 +32,7 @@ configurations takes about five minutes with two in parallel.
 
 import argparse
 import concurrent.futures
+import copy
 import json
 import os
 import shutil
@@ -148,8 +149,7 @@ def count(service, env, overlay, name, lifecycles, workdir):
 def copy_env(env, python):
     """``env`` running its Python through ``python`` (the valgrind
     wrapper); the cached environment itself is left alone."""
-    clone = object.__new__(type(env))
-    clone.__dict__.update(env.__dict__)
+    clone = copy.copy(env)
     clone.python = str(python)
     return clone
 

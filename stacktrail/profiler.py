@@ -135,10 +135,9 @@ def start(name, info=None):
     frame = _current.get()
     if frame is None:
         return
-    if info:
-        info = info.copy() if info.__class__ is dict else _own(info)
-    else:
-        info = None
+    # _own, its common case inlined; an empty info records None
+    info = (info.copy() if info.__class__ is dict else _own(info)) \
+        if info else None
     prof = frame.profiler
     span = _Frame(prof, _ids.SPAN_HIGH + _getrandbits(_SPAN_LOW_BITS), frame,
                   name)
@@ -153,10 +152,9 @@ def stop(info=None):
     frame = _current.get()
     if frame is None or frame.name is None:
         return
-    if info:
-        info = info.copy() if info.__class__ is dict else _own(info)
-    else:
-        info = None
+    # _own, its common case inlined; an empty info records None
+    info = (info.copy() if info.__class__ is dict else _own(info)) \
+        if info else None
     parent = frame.parent
     _current.set(parent)
     prof = frame.profiler

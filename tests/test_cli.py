@@ -142,6 +142,19 @@ def test_show_big_report_is_written_whole(tmp_path):
         == 3000
 
 
+def test_show_under_a_profiler_ends_normally(trace_file, tmp_path):
+    """The quick exit is skipped when a profiler runs: it writes its
+    results at exit, and they must not be lost."""
+    profile = tmp_path / "show.prof"
+    done = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(profile), "-m",
+         "stacktrail.cmd.cli", "trace", "show", str(trace_file)],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "* rpc-call" in done.stdout
+    assert profile.stat().st_size > 0
+
+
 @pytest.mark.parametrize("fmt,check", [
     ("--json", lambda out: json.loads(out)["children"][0]["children"][0][
         "info"]["name"] == "db-query"),

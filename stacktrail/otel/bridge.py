@@ -360,7 +360,7 @@ def _start(tracer, name, context, kind, attributes, links, start_time):
         if under is None:
             return _non_recording(parent)
     span = Span(tracer, name, kind, attributes, links, start_time)
-    span.frame = _Frame(under.profiler, ids.new_id(), under, None)
+    span.frame = _Frame(under.profiler, ids.new_span_id(), under, None)
     return span
 
 
@@ -464,7 +464,7 @@ def _promote(span):
     if frame is None or not span.pending:
         return False
     span.pending = False
-    span.frame = _Frame(frame.profiler, ids.new_id(), frame, None)
+    span.frame = _Frame(frame.profiler, ids.new_span_id(), frame, None)
     _current.set(span.frame)
     return True
 
