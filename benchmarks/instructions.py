@@ -1,7 +1,7 @@
 """What tracing armed costs a Cinder or Nova lifecycle, counted in instructions.
 
     .venv/bin/python benchmarks/instructions.py nova [--lifecycles 3]
-        [--configs off,armed,disabled] [--parallel 2]
+        [--configs off,armed,disabled] [--parallel 2] [--keep DIR]
 
 The time-based benchmarks (cinder_overhead.py, nova_overhead.py) compare
 CPU time on a machine whose speed moves by up to half from one second to
@@ -103,7 +103,7 @@ def _control(prefix, pid, *args):
                    + list(args) + [pid], capture_output=True, check=True)
 
 
-def count(service, env, overlay, name, lifecycles, workdir):
+def count(service, env, overlay, name, lifecycles, workdir, hash_seed=1):
     """Instructions of ``lifecycles`` lifecycles of configuration ``name``."""
     work = Path(tempfile.mkdtemp(prefix=name + "-", dir=workdir))
     durations = work / "durations.jsonl"
@@ -123,7 +123,7 @@ def count(service, env, overlay, name, lifecycles, workdir):
         STACKTRAIL_BENCH_WARMUP=str(WARMUP),
         STACKTRAIL_BENCH_ITERATIONS=str(lifecycles + 2),
         STACKTRAIL_BENCH_WAIT="notification", STACKTRAIL_BENCH_POLL="0.005",
-        STACKTRAIL_BENCH_RPC_POLL="0.002", PYTHONHASHSEED="1"),
+        STACKTRAIL_BENCH_RPC_POLL="0.002", PYTHONHASHSEED=str(hash_seed)),
         service.added_environ(config))
     counted = copy_env(env, wrapper)
     failure = []
@@ -168,6 +168,12 @@ def main(argv=None):
     parser.add_argument("--lifecycles", type=int, default=3)
     parser.add_argument("--configs", default="off,armed,disabled")
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--hash-seed", type=int, default=1,
+                        help="PYTHONHASHSEED of every process (where "
+                        "objects and cache entries land moves with it)")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep each configuration's callgrind output "
+                        "under DIR (read it with callgrind_annotate)")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is needed (apt-get install valgrind)")
@@ -175,12 +181,14 @@ def main(argv=None):
     env = service.env()
     names = args.configs.split(",")
     with tempfile.TemporaryDirectory(prefix="stacktrail-instr-") as tmp:
-        workdir = Path(tmp)
+        workdir = Path(args.keep or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         overlay = envs.stacktrail_overlay(workdir / "stacktrail-site", env)
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
             results = dict(zip(names, pool.map(
                 lambda name: count(service, env, overlay, name,
-                                   args.lifecycles, workdir), names)))
+                                   args.lifecycles, workdir, args.hash_seed),
+                names)))
     print("%s: instructions per lifecycle (callgrind, %d lifecycles each)"
           % (service.title, args.lifecycles))
     base = results.get("off", (None,))[0]

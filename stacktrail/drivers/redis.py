@@ -42,6 +42,7 @@ With ``retention`` (seconds) every key written gets that TTL, refreshed as
 the trace grows, and old index entries are pruned.
 """
 
+import array
 import collections
 import contextlib
 import functools
@@ -304,14 +305,17 @@ class RedisDriver(base.Driver):
         ordered, entries = traces
         ttl = self.retention or 0
         now = time.time()
+        if "\n" in "".join(texts):
+            # The script would cut the messages wrong: refused for the
+            # content (``base.deliver`` isolates the point), never sent.
+            # (Joined and searched at memory speed: counting the blob's
+            # newlines cost the agent a tenth of its time.)
+            raise ValueError("a message holds a raw newline")
         # each message followed by "\n" (nothing at all for no message)
         messages = itertools.chain(map(texts.__getitem__, ordered), ("",))
         blob = "\n".join(messages).encode("utf-8", "surrogatepass")
-        if blob.count(b"\n") != len(ordered):
-            # The script would cut the messages wrong: refused for the
-            # content (``base.deliver`` isolates the point), never sent.
-            raise ValueError("a message holds a raw newline")
-        batch_id = hashlib.sha1(blob).hexdigest()[:32]
+        batch_id = _batch_id(blob, source, (self.project, self.service,
+                                            self.host))
         body = []
         for base_id, first_us, error_at, members in entries:
             marker = ""
@@ -508,6 +512,27 @@ def _RejectedReply(message, rejected):
 def _is_error(message):
     info = message.get("info")
     return isinstance(info, dict) and info.get("etype") is not None
+
+
+def _batch_id(blob, source, origin):
+    """What recognises a batch sent again: the hash of its text, or for a
+    batch with columns (what the agent writes) of who sent it and its
+    points' span ids, phases and clocks, which tell its points apart as
+    well with a tenth of the bytes to hash."""
+    if source.__class__ is points.Batch:
+        _, phases, _, _, traces, times, _ = source.columns
+        try:
+            clocks = array.array("Q", times)
+        except (OverflowError, TypeError):
+            pass   # hand-made columns: the general way
+        else:
+            digest = hashlib.sha1(json.dumps([origin, len(clocks)]).encode())
+            digest.update("\n".join(traces).encode("utf-8",
+                                                    "surrogatepass"))
+            digest.update(bytes(phases))
+            digest.update(clocks)
+            return digest.hexdigest()[:32]
+    return hashlib.sha1(blob).hexdigest()[:32]
 
 
 def _by_trace(bases, times, errors):

@@ -114,6 +114,30 @@ def test_a_batch_is_stored_trace_by_trace_once(redis_url):
     assert not client.exists("osprofiler_error:" + ids.to_uuid(first))
 
 
+def test_a_batch_decoded_again_is_recognised_and_a_changed_one_is_not(
+        redis_url):
+    # What the agent does after a restart: the same frame read back from
+    # its spool and decoded anew is the same batch (stored once); a batch
+    # with one clock changed is another one (stored too).  So is a
+    # hand-made batch whose clocks a u64 cannot hold.
+    base_id = ids.new_id()
+    batch = [("a", i % 2, base_id, base_id, 10 + i // 2, 10**18 + i,
+              {"i": i}) for i in range(40)]
+    changed = list(batch)
+    changed[7] = changed[7][:5] + (changed[7][5] + 1,) + changed[7][6:]
+    driver = base.get_driver(redis_url, project="p", service="s")
+    for points_ in (batch, batch, changed, changed):
+        driver.write_points(_decode(points_).points())
+    key = "osprofiler_opt:" + ids.to_uuid(base_id)
+    client = redis.Redis.from_url(redis_url)
+    assert client.llen(key) == 80
+    odd = points.Batch.from_columns(
+        ["a"], b"\x00", [ids.to_uuid(base_id)], [ids.to_uuid(base_id)],
+        ["s9"], [-1], [None])
+    driver.write_points(odd)
+    assert client.llen(key) == 81
+
+
 def test_a_full_live_queue_keeps_the_oldest_records():
     # The writer takes records oldest first: when the queue is full a new
     # record is left to the spool, never an older one forgotten for it.
