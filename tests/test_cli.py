@@ -155,6 +155,17 @@ def test_show_under_a_profiler_ends_normally(trace_file, tmp_path):
     assert profile.stat().st_size > 0
 
 
+def test_show_called_as_a_library_leaves_the_collector_on(trace_file,
+                                                         capsys):
+    """Only the console command, which ends once its report is written,
+    leaves the cyclic collector off; a caller of ``main`` keeps it."""
+    import gc
+    assert gc.isenabled()
+    assert cli.main(["trace", "show", str(trace_file)]) == 0
+    assert "* rpc-call" in capsys.readouterr().out
+    assert gc.isenabled()
+
+
 @pytest.mark.parametrize("fmt,check", [
     ("--json", lambda out: json.loads(out)["children"][0]["children"][0][
         "info"]["name"] == "db-query"),

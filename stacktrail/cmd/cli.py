@@ -30,6 +30,7 @@ warning line on stderr.
 """
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -319,6 +320,12 @@ def cmd_trace_show(args):
     from stacktrail.report import tree
     # reading, building and rendering a big trace make objects by the
     # hundred thousand and free none of them until the end
+    if getattr(args, "console", False):
+        # The process ends once the report is written (``_exit_keeping``):
+        # the collector stays off, since turning it back on would first
+        # scan everything made meanwhile (a tenth of a big show).
+        gc.disable()
+        return _trace_show(args)
     with tree.gc_paused():
         return _trace_show(args)
 
@@ -889,10 +896,12 @@ def main(argv=None):
     try:
         if agent_command:
             return cmd_agent(args, extra)
+        # A profiler or coverage tracer must see the end: not for them.
+        args.console = argv is None and sys.getprofile() is None and \
+            sys.gettrace() is None
         code = args.func(args)
-        if argv is None and getattr(args, "kept", None) is not None and \
-                sys.getprofile() is None and sys.gettrace() is None:
-            _exit_keeping(code)   # a profiler or coverage must see the end
+        if args.console and getattr(args, "kept", None) is not None:
+            _exit_keeping(code)
         return code
     except CLIError as exc:
         print("%s: error: %s" % (PROG, exc), file=sys.stderr)
