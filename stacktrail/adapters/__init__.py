@@ -70,10 +70,17 @@ class Adapter:
         self.setup(conf)
 
 
-def _manager():
+def _manager(names=None):
+    """The adapters' entry points: only those of ``names`` when given (a
+    service loads its own, not every project's)."""
     from stevedore import extension
-    return extension.ExtensionManager(
-        NAMESPACE, on_load_failure_callback=_load_failed)
+    from stevedore import named
+    if names is None:
+        return extension.ExtensionManager(
+            NAMESPACE, on_load_failure_callback=_load_failed)
+    return named.NamedExtensionManager(
+        NAMESPACE, names, on_load_failure_callback=_load_failed,
+        warn_on_missing_entrypoint=False)
 
 
 def _load_failed(manager, entry_point, exc):
@@ -92,7 +99,7 @@ def load(project, manager=None):
         return None
     with _lock:
         if name not in _loaded or manager is not None:
-            _loaded[name] = dict(_scan(manager)).get(name)
+            _loaded[name] = dict(_scan(manager, [name])).get(name)
         return _loaded[name]
 
 
@@ -102,15 +109,26 @@ def every(manager=None):
         return [adapter for _, adapter in _scan(manager)]
 
 
-def _scan(manager):
-    """[(name, adapter)] of the entry points (or of ``manager``)."""
+def _scan(manager, names=None):
+    """[(name, adapter)] of the entry points (or of ``manager``); an
+    adapter that cannot be set up is left out, the others are kept."""
     try:
-        extensions = list(manager if manager is not None else _manager())
-        return [(ext.name, ext.plugin() if isinstance(ext.plugin, type)
-                 else ext.plugin) for ext in extensions]
+        extensions = list(manager if manager is not None
+                          else _manager(names))
     except Exception as exc:  # a broken adapter never stops the service
         LOG.error("stacktrail: adapters unavailable: %s", exc)
         return []
+    found = []
+    for ext in extensions:
+        if names is not None and ext.name not in names:
+            continue
+        try:
+            found.append((ext.name, ext.plugin() if isinstance(
+                ext.plugin, type) else ext.plugin))
+        except Exception as exc:
+            LOG.error("stacktrail: adapter %s could not be set up: %s",
+                      ext.name, exc)
+    return found
 
 
 def wire(adapter, conf):

@@ -174,3 +174,40 @@ def test_third_party_flag_through_entry_points():
         assert third in flags.every()
     finally:
         flags._extra = None
+
+
+def test_a_broken_adapter_leaves_the_others_working(caplog):
+    # One project's adapter failing to set up (a third party's, say) must
+    # not take another project's tracing down with it.
+    from stevedore import extension
+
+    class Good(adapters.Adapter):
+        name = "goodproject"
+
+    class Broken(adapters.Adapter):
+        name = "brokenproject"
+
+        def __init__(self):
+            raise RuntimeError("cannot set up")
+
+    manager = extension.ExtensionManager.make_test_instance(
+        [extension.Extension("brokenproject", None, Broken, None),
+         extension.Extension("goodproject", None, Good, None)])
+    assert isinstance(adapters.load("goodproject", manager=manager), Good)
+    assert [type(a) for a in adapters.every(manager)] == [Good]
+    assert adapters.load("brokenproject", manager=manager) is None
+    assert any("brokenproject could not be set up" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_service_loads_only_its_own_adapter():
+    # In a fresh process: Nova's adapter is loaded without importing the
+    # other projects' adapters.
+    code = ("import sys; from stacktrail import adapters; "
+            "a = adapters.load('nova'); "
+            "print(type(a).__name__, 'stacktrail.zaqar' in sys.modules, "
+            "'stacktrail.cinder' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["NovaAdapter", "False", "False"]
