@@ -19,6 +19,7 @@ from stacktrail import web
 from stacktrail.common import settings
 from stacktrail.common import signing
 
+from tests import fresh_process
 from tests.core.keys import K1, K2
 
 OSPROFILER_INI = """
@@ -183,10 +184,7 @@ def test_options_not_registered_on_the_global_conf_at_import():
             "import stacktrail.profiler, stacktrail.web, stacktrail.opts\n"
             "import stacktrail.initializer, stacktrail.notifier\n"
             "print('profiler' in cfg.CONF)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+    assert fresh_process.output(code).strip() == "False"
 
 
 # --- sample config and entry points ---------------------------------------------------

@@ -2,8 +2,6 @@
 one context, stacktrail's sampling, one vocabulary."""
 
 import logging
-import subprocess
-import sys
 
 import pytest
 from opentelemetry import context as otel_context
@@ -19,6 +17,7 @@ from stacktrail.common import ids
 from stacktrail.common import kinds
 from stacktrail.common import propagation
 from stacktrail.integrations import _base
+from tests import fresh_process
 from tests.integrations.conftest import KEY
 from tests.otel.conftest import low64
 from tests.otel.conftest import span_of
@@ -38,9 +37,7 @@ def test_importing_the_profiler_imports_no_opentelemetry():
             "stacktrail.web, stacktrail.otel, stacktrail.otel.owners; "
             "print(sorted(m for m in sys.modules "
             "if m.startswith('opentelemetry')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                         text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert fresh_process.output(code).strip() == "[]"
 
 
 def test_the_bridge_is_the_global_provider(bridged):
