@@ -52,14 +52,14 @@ def _check_parent(headers, span):
 
 def test_span_and_headers(server, live, trace, recorder):
     compat.enable()
-    response = requests.get(server + "/v2/items?token=abc")
+    response = requests.get(server + "/v2/items?token=query-secret")
     (start, stop), = recorder.spans("http")
     info = start["info"]["requests"]
     assert info == {"method": "GET", "scheme": "http",
                     "hostname": "127.0.0.1",
                     "port": int(server.rsplit(":", 1)[1]),
                     "path": "/v2/items"}
-    assert "abc" not in repr(recorder)
+    assert "query-secret" not in repr(recorder)
     assert stop["info"]["requests"]["status_code"] == 200
     assert start["parent_id"] == trace.get_id()
     _check_parent(response.json(), start)
