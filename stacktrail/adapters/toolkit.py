@@ -124,18 +124,23 @@ class Untrace(Declaration):
         methods.untrace_class(lookup(self.path), patcher)
 
 
+DRIVER = ("driver", "trace_drivers")   # what a backend driver records
+
+
 class TraceCreated(Declaration):
     """Trace each object of a class (or of its subclasses) once created.
 
-    ``describe(obj)`` says how: ``(span name, flag)``, or None to leave
-    that object alone.  Meant for bases whose subclasses live in modules
+    ``describe`` says how: ``(span name, flag)`` for every object (such as
+    ``DRIVER``), or a function of the object giving that or None to leave
+    the object alone.  Meant for bases whose subclasses live in modules
     loaded later (a storage backend per driver): their objects are traced
     through instance attributes, so each keeps its type.
     """
 
     def __init__(self, path, describe, methods=None, private=False):
         self.path = path
-        self.describe = describe
+        self.describe = describe if callable(describe) \
+            else (lambda obj: describe)
         self.methods = methods
         self.private = private
 
@@ -170,16 +175,27 @@ def serving(service, host=None):
         context.writer.reset(token)
 
 
+def service_endpoints(service):
+    """``(binary, host, endpoints)`` of an OpenStack service object that
+    dispatches RPC to its ``manager`` and the manager's
+    ``additional_endpoints`` (``nova.service.Service``,
+    ``cinder.service.Service``)."""
+    manager = service.manager
+    endpoints = [manager] + list(getattr(manager, "additional_endpoints", ()))
+    return service.binary, service.host, endpoints
+
+
 class Serves(Declaration):
     """Objects of a class (a service) name who records their endpoints'
     spans when several services share a process.
 
-    ``identify(obj)`` gives ``(service name, host, endpoints)``; each
-    endpoint object (an RPC server's manager) is marked, and a message
-    dispatched to it records as that service on that host.
+    ``identify(obj)`` gives ``(service name, host, endpoints)``
+    (``service_endpoints`` by default); each endpoint object (an RPC
+    server's manager) is marked, and a message dispatched to it records as
+    that service on that host.
     """
 
-    def __init__(self, path, identify):
+    def __init__(self, path, identify=service_endpoints):
         self.path = path
         self.identify = identify
 

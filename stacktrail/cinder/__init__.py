@@ -28,22 +28,12 @@ from stacktrail.adapters import Adapter
 from stacktrail.adapters import toolkit
 
 
-def serves(service):
-    """A Cinder service's binary and host, and the endpoints it serves."""
-    manager = service.manager
-    endpoints = [manager] + list(getattr(manager, "additional_endpoints", ()))
-    return service.binary, service.host, endpoints
-
-
-def driver(obj):
-    return "driver", "trace_drivers"
-
-
 class CinderAdapter(Adapter):
     name = "cinder"
     takeover = True
     wiring = (
-        toolkit.Serves("cinder.service:Service", serves),
-        toolkit.TraceCreated("cinder.volume.driver:BaseVD", driver),
-        toolkit.TraceCreated("cinder.backup.driver:BackupDriver", driver),
+        toolkit.Serves("cinder.service:Service"),
+        toolkit.TraceCreated("cinder.volume.driver:BaseVD", toolkit.DRIVER),
+        toolkit.TraceCreated("cinder.backup.driver:BackupDriver",
+                             toolkit.DRIVER),
     )

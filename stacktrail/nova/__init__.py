@@ -35,17 +35,6 @@ from stacktrail.common import context
 API = "osapi_compute"
 
 
-def serves(service):
-    """A Nova service's binary and host, and the endpoints it serves."""
-    manager = service.manager
-    endpoints = [manager] + list(getattr(manager, "additional_endpoints", ()))
-    return service.binary, service.host, endpoints
-
-
-def driver(obj):
-    return "driver", "trace_drivers"
-
-
 class ApiFilter(web.WsgiMiddleware):
     """``nova.profiler:WsgiMiddleware``, the filter Nova's api-paste.ini
     names: stacktrail's, recording as the API."""
@@ -78,14 +67,15 @@ class NovaAdapter(Adapter):
     name = "nova"
     takeover = True
     wiring = (
-        toolkit.Serves("nova.service:Service", serves),
+        toolkit.Serves("nova.service:Service"),
         toolkit.Replace("nova.profiler:WsgiMiddleware", api_filter),
         toolkit.TraceClass("nova.compute.api:API", "compute_api"),
         toolkit.TraceClass("nova.network.neutron:API", "neutron_api",
                            flag="trace_requests"),
         toolkit.TraceClass("nova.image.glance:API", "nova_image",
                            flag="trace_requests"),
-        toolkit.TraceCreated("nova.virt.driver:ComputeDriver", driver),
+        toolkit.TraceCreated("nova.virt.driver:ComputeDriver",
+                             toolkit.DRIVER),
         toolkit.Replace("futurist:ThreadPoolExecutor.submit",
                         context.carried_submit),
         toolkit.Replace("futurist:GreenThreadPoolExecutor.submit",

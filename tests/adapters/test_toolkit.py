@@ -90,3 +90,33 @@ def test_a_failing_declaration_is_logged_and_the_service_runs(
     module = importlib.import_module(service)
     assert module.Catalog().lookup("q") == "pool-a"
     assert "tracing failure in adapter" in caplog.text
+
+
+def test_a_fixed_description_traces_every_object_created(service, trace,
+                                                          recorder):
+    patcher = _base.Patcher()
+    toolkit.TraceCreated(service + ":ControllerBase",
+                         ("driver", None)).register(patcher)
+    module = importlib.import_module(service)
+    assert module.MessageController(driver=None).post([1]) == 1
+    assert [m["name"] for m in recorder] == ["driver-start", "driver-stop"]
+    patcher.restore()
+
+
+def test_an_openstack_service_marks_its_manager_and_extra_endpoints():
+    class Endpoint:
+        pass
+
+    class Manager(Endpoint):
+        additional_endpoints = [Endpoint(), Endpoint()]
+
+    class Service:
+        binary, host = "nova-compute", "node-1"
+
+        def __init__(self):
+            self.manager = Manager()
+
+    service = Service()
+    toolkit.Serves("x:Service").mark(service)
+    for endpoint in [service.manager] + Manager.additional_endpoints:
+        assert getattr(endpoint, _base.SERVES) == ("nova-compute", "node-1")
