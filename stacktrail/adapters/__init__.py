@@ -34,6 +34,8 @@ says where they apply in its project and never re-implements one.
 import logging
 import threading
 
+from stacktrail.common import plugins
+
 LOG = logging.getLogger(__name__)
 NAMESPACE = "stacktrail.adapters"
 
@@ -70,24 +72,6 @@ class Adapter:
         self.setup(conf)
 
 
-def _manager(names=None):
-    """The adapters' entry points: only those of ``names`` when given (a
-    service loads its own, not every project's)."""
-    from stevedore import extension
-    from stevedore import named
-    if names is None:
-        return extension.ExtensionManager(
-            NAMESPACE, on_load_failure_callback=_load_failed)
-    return named.NamedExtensionManager(
-        NAMESPACE, names, on_load_failure_callback=_load_failed,
-        warn_on_missing_entrypoint=False)
-
-
-def _load_failed(manager, entry_point, exc):
-    LOG.error("stacktrail: adapter %s could not be loaded: %s",
-              entry_point, exc)
-
-
 def load(project, manager=None):
     """The adapter of ``project`` (None when there is none), loaded once.
 
@@ -113,8 +97,11 @@ def _scan(manager, names=None):
     """[(name, adapter)] of the entry points (or of ``manager``); an
     adapter that cannot be set up is left out, the others are kept."""
     try:
-        extensions = list(manager if manager is not None
-                          else _manager(names))
+        # only the entry points of ``names`` when given: a service loads
+        # its own adapter, not every project's
+        extensions = list(manager if manager is not None else
+                          plugins.extensions(NAMESPACE, "adapter", names,
+                                             level="error"))
     except Exception as exc:  # a broken adapter never stops the service
         LOG.error("stacktrail: adapters unavailable: %s", exc)
         return []

@@ -11,9 +11,10 @@ adapters declare their own flags too (``stacktrail.adapters``).
 Pure data: nothing here imports an integration or a client library.
 """
 
-from stacktrail.common import logtext
+import operator
 
-LOG = logtext.Logger(__name__)
+from stacktrail.common import plugins
+
 NAMESPACE = "stacktrail.flags"
 
 
@@ -91,26 +92,9 @@ def extra(manager=None):
     global _extra
     if manager is None and _extra is not None:
         return _extra
-    found = []
-    try:
-        if manager is None:
-            from stevedore import extension
-            manager = extension.ExtensionManager(
-                NAMESPACE, on_load_failure_callback=_load_failed)
-        names = DEFAULTS.keys()
-        for ext in manager:
-            if isinstance(ext.plugin, Flag) and ext.plugin.name not in names:
-                found.append(ext.plugin)
-    except Exception as exc:  # a broken plugin never stops the service
-        LOG.warning("stacktrail: could not load the %s entry points: %s",
-                    NAMESPACE, exc)
-    _extra = tuple(found)
+    _extra = plugins.instances(NAMESPACE, Flag, operator.attrgetter("name"),
+                               DEFAULTS, manager)
     return _extra
-
-
-def _load_failed(manager, entry_point, exc):
-    LOG.warning("stacktrail: flag plugin %s could not be loaded: %s",
-                entry_point, exc)
 
 
 def every():

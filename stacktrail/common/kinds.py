@@ -23,10 +23,11 @@ client library or protobuf.  ``line`` runs once per span while a report
 is built, so it is a few dict lookups and a call.
 """
 
-import logging
+import operator
 import re
 
-LOG = logging.getLogger(__name__)
+from stacktrail.common import plugins
+
 NAMESPACE = "stacktrail.kinds"
 
 # OpenTelemetry span kinds (the exporter turns them into its enum).
@@ -444,28 +445,10 @@ def extra(manager=None):
     global _extra, _every, _order, _lines, _names
     if manager is None and _extra is not None:
         return _extra
-    found = []
-    try:
-        if manager is None:
-            from stevedore import extension
-            manager = extension.ExtensionManager(
-                NAMESPACE, on_load_failure_callback=_load_failed)
-        keys = {kind.key for kind in BUILTIN}
-        for ext in manager:
-            if isinstance(ext.plugin, Kind) and ext.plugin.key not in keys:
-                found.append(ext.plugin)
-                keys.add(ext.plugin.key)
-    except Exception as exc:  # a broken plugin never stops the service
-        LOG.warning("stacktrail: could not load the %s entry points: %s",
-                    NAMESPACE, exc)
-    _extra = tuple(found)
+    _extra = plugins.instances(NAMESPACE, Kind, operator.attrgetter("key"),
+                               [kind.key for kind in BUILTIN], manager)
     _every = _order = _lines = _names = None  # rebuilt from the new list
     return _extra
-
-
-def _load_failed(manager, entry_point, exc):
-    LOG.warning("stacktrail: kind plugin %s could not be loaded: %s",
-                entry_point, exc)
 
 
 def every():

@@ -1,0 +1,62 @@
+"""Third parties' flags through the ``stacktrail.flags`` entry points
+(stacktrail.common.plugins): each becomes a ``[profiler]`` option; a
+broken, foreign or repeated one is left out and the service starts."""
+
+import logging
+
+import pytest
+from oslo_config import cfg
+
+from stacktrail import opts
+from stacktrail.common import flags
+from stacktrail.common import plugins
+
+
+def manager(*plugins_):
+    from stevedore import extension
+    return extension.ExtensionManager.make_test_instance(
+        [extension.Extension("p%d" % i, None, plugin, None)
+         for i, plugin in enumerate(plugins_)])
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """Install the flag plugins given (as a package's entry points would)."""
+    def install(*plugins_):
+        monkeypatch.setattr(flags, "_extra", None)
+        flags.extra(manager(*plugins_))
+    yield install
+    flags._extra = None
+
+
+KAFKA = flags.Flag("trace_kafka", False, "Trace Kafka sends.")
+
+
+def test_a_third_party_flag_becomes_a_profiler_option(installed):
+    installed(KAFKA)
+    assert "trace_kafka" in [o.name for o in opts.list_opts()[0][1]]
+    conf = cfg.ConfigOpts()
+    opts.register_opts(conf)
+    conf([])
+    assert conf.profiler.trace_kafka is False
+    assert flags.every()[-1] is KAFKA
+
+
+def test_a_repeated_builtin_or_foreign_plugin_is_left_out(installed):
+    installed(KAFKA, flags.Flag("trace_kafka", True, "again"),
+              flags.Flag("trace_redis", True, "a builtin's name"),
+              "not a flag", KAFKA)
+    # one option per name: oslo.config refuses a second one
+    assert flags.extra() == (KAFKA,)
+
+
+def test_entry_points_that_cannot_be_read_are_logged(caplog):
+    class Broken:
+        def __iter__(self):
+            raise RuntimeError("bad metadata")
+
+    with caplog.at_level(logging.WARNING):
+        assert plugins.instances("stacktrail.flags", flags.Flag,
+                                 str, manager=Broken()) == ()
+    assert "could not load the stacktrail.flags entry points: bad " \
+        "metadata" in caplog.text
