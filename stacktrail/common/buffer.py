@@ -38,7 +38,6 @@ import json
 import logging
 import operator
 import os
-import sys
 import threading
 import time
 import weakref
@@ -46,6 +45,7 @@ import weakref
 from stacktrail.common import logtext
 from stacktrail.common import points
 from stacktrail.common import sink
+from stacktrail.common import unpatched
 
 LOG = logging.getLogger(__name__)
 
@@ -63,27 +63,6 @@ DEFAULT_STATUS_INTERVAL = 60.0
 
 _SINKS = weakref.WeakSet()
 _call = operator.call
-
-
-def real_threading():
-    """The ``threading`` module backed by OS threads, even under eventlet.
-
-    Resolved at use time: a sink may be created before eventlet patches.
-    """
-    patcher = sys.modules.get("eventlet.patcher")
-    if patcher is not None and patcher.is_monkey_patched("thread"):
-        return patcher.original("threading")
-    return threading
-
-
-def _real_sleep():
-    """``time.sleep`` that blocks only the calling OS thread."""
-    patcher = sys.modules.get("eventlet.patcher")
-    if patcher is not None and patcher.is_monkey_patched("time"):
-        return patcher.original("time").sleep
-    return time.sleep
-
-
 
 
 class BufferedSink(sink.Sink):
@@ -108,7 +87,7 @@ class BufferedSink(sink.Sink):
 
     def _reset(self):
         """Fresh state: at creation, and in a forked child."""
-        real = real_threading()
+        real = unpatched.module("threading")
         self._buffer.clear()
         self._fast_below = 0     # no flusher yet: the first put starts it
         self._wake = real.Event()
@@ -252,7 +231,7 @@ class BufferedSink(sink.Sink):
             if self._thread is not None:
                 return
             self._generation += 1
-            thread = real_threading().Thread(
+            thread = unpatched.module("threading").Thread(
                 target=self._run, args=(self._generation,),
                 name="stacktrail-flusher", daemon=True)
             self._thread = thread
@@ -265,7 +244,7 @@ class BufferedSink(sink.Sink):
     # flusher thread
 
     def _run(self, generation):
-        sleep = _real_sleep()
+        sleep = unpatched.module("time").sleep
         while generation == self._generation:
             if len(self._buffer) < self.batch_size and not self._held:
                 self._wake.wait(self.interval)
@@ -522,8 +501,8 @@ class BufferedSink(sink.Sink):
             self._fast_below = 0
             self._generation += 1
         self._wake.set()
-        if thread is not None and thread.is_alive() \
-                and thread is not real_threading().current_thread():
+        current = unpatched.module("threading").current_thread()
+        if thread is not None and thread.is_alive() and thread is not current:
             thread.join(wait)
 
     def _after_fork(self):

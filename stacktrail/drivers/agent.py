@@ -45,11 +45,11 @@ thread.  Stdlib only.
 import errno
 import os
 import random
-import sys
 import threading
 import time
 
 from stacktrail.agent import protocol
+from stacktrail.common import unpatched
 from stacktrail.drivers import base
 
 WRITE_ONLY = ("agent:// is write-only: read traces from the store the agent "
@@ -73,24 +73,6 @@ class AgentUnavailable(OSError):
     def __init__(self, code, text, unsent=()):
         super().__init__(code, text)
         self.unsent = list(unsent)
-
-
-def _socket_module():
-    """The real socket module, even when eventlet has patched it."""
-    patcher = sys.modules.get("eventlet.patcher")
-    if patcher is not None and patcher.is_monkey_patched("socket"):
-        return patcher.original("socket")
-    import socket
-    return socket
-
-
-def _select_module():
-    """The real select module, even when eventlet has patched it."""
-    patcher = sys.modules.get("eventlet.patcher")
-    if patcher is not None and patcher.is_monkey_patched("select"):
-        return patcher.original("select")
-    import select
-    return select
 
 
 class AgentDriver(base.Driver):
@@ -202,7 +184,7 @@ class AgentDriver(base.Driver):
         now = time.monotonic()
         if now < self._retry_at:
             return None
-        socket = _socket_module()
+        socket = unpatched.module("socket")
         sock = socket.socket(self.address.family, self.address.socktype)
         try:
             sock.settimeout(self.timeout)
@@ -226,7 +208,7 @@ class AgentDriver(base.Driver):
             return int(self.wire)
         sock.sendall(protocol.HELLO)
         deadline = time.monotonic() + min(self.timeout, HELLO_TIMEOUT)
-        select = _select_module().select
+        select = unpatched.module("select").select
         data = b""
         while True:
             left = deadline - time.monotonic()
@@ -257,10 +239,11 @@ class AgentDriver(base.Driver):
         if not self.address.is_stream:
             return True
         try:
-            readable, _, _ = _select_module().select([sock], [], [], 0)
+            select = unpatched.module("select").select
+            readable, _, _ = select([sock], [], [], 0)
             if not readable:
                 return True   # nothing to read: the usual, healthy case
-            socket = _socket_module()
+            socket = unpatched.module("socket")
             # A late answer to the hello is read and dropped; end of file
             # means the agent is gone.
             return sock.recv(4096, socket.MSG_DONTWAIT) != b""
