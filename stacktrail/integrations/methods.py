@@ -207,11 +207,8 @@ def trace_class(cls, name, gate=None, methods=None, private=False,
         fn = unwrap_foreign(attr)
         if is_traced(fn):
             continue
-        new = traced(fn, name, "%s.%s" % (prefix, attr_name), gate, info)
-        if patcher is not None:
-            patcher.patch(cls, attr_name, new)
-        else:
-            setattr(cls, attr_name, new)
+        _set(cls, attr_name, traced(fn, name, "%s.%s" % (prefix, attr_name),
+                                    gate, info), patcher)
         done.append(attr_name)
     return done
 
@@ -242,12 +239,17 @@ def untrace_class(cls, patcher=None):
         plain = unwrap_foreign(attr, decorators=True) \
             if inspect.isfunction(attr) else attr
         if plain is not attr:
-            if patcher is not None:
-                patcher.patch(cls, attr_name, plain)
-            else:
-                setattr(cls, attr_name, plain)
+            _set(cls, attr_name, plain, patcher)
             done.append(attr_name)
     return done
+
+
+def _set(owner, name, value, patcher):
+    """``setattr``, through ``patcher`` (undone with it) when given."""
+    if patcher is not None:
+        patcher.patch(owner, name, value)
+    else:
+        setattr(owner, name, value)
 
 
 def _object_methods(obj, methods, private):
