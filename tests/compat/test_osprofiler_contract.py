@@ -24,7 +24,7 @@ import pytest
 import webob
 from oslo_config import cfg
 
-from tests.compat import conftest
+from tests import state
 
 pytest.importorskip("osprofiler")
 
@@ -60,9 +60,9 @@ def both(scenario):
     """(osprofiler's outcome, stacktrail's outcome) of ``scenario(lib)``."""
     outcomes = []
     for name in ("osprofiler", "stacktrail"):
-        conftest._reset()
+        state.reset()
         outcomes.append(scenario(Lib(name)))
-    conftest._reset()
+    state.reset()
     return outcomes
 
 

@@ -11,16 +11,12 @@ import sys
 
 import pytest
 
-from stacktrail import integrations
-from stacktrail import notifier
 from stacktrail import otel
 from stacktrail import profiler
-from stacktrail import runtime
-from stacktrail import web
-from stacktrail.common import settings
-from stacktrail.common import sink
-from tests.integrations.conftest import KEY
-from tests.integrations.conftest import Recorder
+from tests import state
+from tests.integrations.conftest import KEY  # noqa: F401
+from tests.integrations.conftest import live  # noqa: F401
+from tests.integrations.conftest import recorder  # noqa: F401
 
 pytest.importorskip("opentelemetry.trace")
 
@@ -64,41 +60,19 @@ def otel_globals():
 def clean_slate():
     profiler.clean()
     yield
-    profiler.clean()
-    integrations.apply({flag: False for flag in integrations.modules()})
-    notifier.set(sink.NoopSink())
-    notifier.clear_notifier_cache()
-    web._ENABLED = None
-    web._HMAC_KEYS = None
-    runtime.reset()
+    state.reset()
     assert not owners.active
 
 
 @pytest.fixture
-def live(monkeypatch):
-    """Fresh [profiler] settings with a validation/signing key."""
-    fresh = settings.Settings()
-    fresh.set_keys([KEY])
-    monkeypatch.setattr(settings, "current", fresh)
-    return fresh
-
-
-@pytest.fixture
-def recorder():
-    rec = Recorder()
-    notifier.set(rec)
-    return rec
-
-
-@pytest.fixture
-def bridged(live, recorder):
+def bridged(live, recorder):  # noqa: F811
     """The bridge installed as the global provider; returns a tracer."""
     assert otel.apply(True)
     assert otel.status() == "global"
     return trace.get_tracer("tests.otel")
 
 
-def span_of(recorder, name):
+def span_of(recorder, name):  # noqa: F811
     """(start, stop) of the one span called ``name``."""
     found = recorder.spans(name)
     assert len(found) == 1, (name, recorder.names())
