@@ -1,6 +1,10 @@
 """Fixtures for the integration tests: a recording notifier and a clean
 slate (every integration off, no trace open) around each test."""
 
+import http.server
+import json
+import threading
+
 import pytest
 
 from stacktrail import integrations
@@ -63,3 +67,30 @@ def clean_slate():
 def trace(recorder):
     """An open trace; returns its profiler."""
     return profiler.init(KEY)
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """Answers a GET with the request's headers as JSON, names in lower
+    case (HTTP's are case-insensitive); HTTP 500 for paths under /fail."""
+
+    def do_GET(self):
+        status = 500 if self.path.startswith("/fail") else 200
+        body = json.dumps({k.lower(): v for k, v in
+                           self.headers.items()}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def echo():
+    """The URL of a local server echoing each request's headers."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield "http://127.0.0.1:%d" % srv.server_address[1]
+    srv.shutdown()

@@ -3,8 +3,6 @@ calls: what the conformance harness sees, plus the header values that
 used to make the service's own outgoing call raise."""
 
 import contextlib
-import http.server
-import json
 import threading
 import wsgiref.simple_server
 
@@ -22,28 +20,6 @@ from tests.integrations.conftest import KEY
 
 TRACE_HEX = "12345678901234567890123456789012"
 W3C = "00-%s-1234567890123456-%s"
-
-
-class _Echo(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({k.lower(): v for k, v in
-                           self.headers.items()}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def echo():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield "http://127.0.0.1:%d/" % srv.server_address[1]
-    srv.shutdown()
 
 
 class _Quiet(wsgiref.simple_server.WSGIRequestHandler):
