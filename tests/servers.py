@@ -99,19 +99,22 @@ class Server:
                 self._stopper()
             self._stopper = None
         if self.proc is not None:
-            _end_process(self.proc, self.stop_signal)
+            end_group(self.proc, self.stop_signal)
             self.proc = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
 
-def _end_process(proc, sig, grace=20.0):
-    """Signal the process group (servers fork helpers), KILL if it lingers."""
+def end_group(proc, sig=signal.SIGTERM, grace=20.0):
+    """Signal ``proc``'s process group (servers fork helpers; a stopped
+    group is continued, so that it can act on the signal), SIGKILL it if
+    it lingers past ``grace`` seconds."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
+        os.killpg(proc.pid, signal.SIGCONT)
     try:
         proc.wait(grace)
     except subprocess.TimeoutExpired:

@@ -53,13 +53,13 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tests import servers
 from tests.services import envs
 
 CINDER_VERSION = "29.0.0"
@@ -293,9 +293,9 @@ def run_functional(tests, overlay=None, env_vars=None,
             except subprocess.TimeoutExpired:
                 timed_out = True
                 returncode = None
-                _kill_group(proc)
+                servers.end_group(proc, grace=KILL_GRACE)
             except BaseException:
-                _kill_group(proc)
+                servers.end_group(proc, grace=KILL_GRACE)
                 raise
         elapsed = time.monotonic() - start
         return FunctionalResult(
@@ -303,20 +303,6 @@ def run_functional(tests, overlay=None, env_vars=None,
             timed_out=timed_out, elapsed=elapsed,
             output=log.read_text(errors="replace"),
             tests=_read_results(results))
-
-
-def _kill_group(proc):
-    """SIGTERM the runner's process group, SIGKILL after a grace period."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def main(argv=None):

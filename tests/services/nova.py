@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests import servers
 from tests.services import envs
 
 
@@ -262,11 +263,10 @@ def run_functional(modules_or_test_ids, overlay=None, env_vars=None,
                 returncode = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                _kill_group(proc)
+                servers.end_group(proc, signal.SIGKILL)
                 returncode = proc.wait()
             except BaseException:
-                _kill_group(proc)
-                proc.wait()
+                servers.end_group(proc, signal.SIGKILL)
                 raise
         duration = time.monotonic() - started
         outcomes, summary = _read_results(results)
@@ -278,13 +278,3 @@ def run_functional(modules_or_test_ids, overlay=None, env_vars=None,
             "finish" % timeout))
     return FunctionalResult(names, returncode, outcomes, output, duration,
                             timed_out, summary)
-
-
-def _kill_group(proc):
-    """SIGKILL the run's process group (its own session, started above).
-    Called only before the leader is reaped, so the group id is still
-    ours."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -52,6 +52,7 @@ from urllib import parse
 
 import requests
 
+from tests import servers
 from tests.services import envs
 
 ZAQAR_REQUIREMENTS = ["zaqar[redis]==23.0.1", "pymongo", "PyMySQL",
@@ -451,16 +452,7 @@ class ZaqarServer:
         proc = self.proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-                os.killpg(proc.pid, signal.SIGCONT)  # in case it was stopped
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        servers.end_group(proc, grace=grace)
         return proc.returncode
 
     def signal(self, signum):
