@@ -4,6 +4,7 @@ with db spans of every cell and http calls to placement."""
 
 import pytest
 
+from stacktrail.drivers import base
 from tests.services import nova
 from tests.services import tracing
 
@@ -108,6 +109,33 @@ def test_boot_is_one_tree(overlay, osprofiler_overlay, tmp_path, mode):
                                           "driver@nova-compute"]
     text = str(found)
     assert tracing.KEY not in text and "admin_password" not in text
+
+
+def test_boots_at_once_stay_in_their_own_traces(overlay, tmp_path):
+    """Work handed to green threads and pools never lands in another
+    request's trace, nor records an untraced request's."""
+    store, base_ids = run_traced(
+        overlay, tmp_path, "nova_tests.traced.TracedBootTest."
+        "test_boots_at_once")
+    assert len(base_ids) == 2
+    servers = set()
+    for base_id in base_ids:
+        found = tracing.wait_for_messages(store, base_id)
+        assert tracing.unclosed(found) == []
+        spans = tracing.starts(found)
+        assert len(functions(spans, "driver", "spawn")) == 1
+        assert len(functions(spans, "driver", "destroy")) == 1
+        assert len(rpc_server(spans, "build_and_run_instance")) == 1
+        assert len(rpc_server(spans, "select_destinations")) == 1
+        deletes = [m["info"]["request"]["path"] for m in spans.values()
+                   if m["name"] == "wsgi-start" and
+                   m["info"]["request"]["method"] == "DELETE"]
+        assert len(deletes) == 1
+        servers.add(deletes[0])
+    assert len(servers) == 2   # each trace deleted its own server
+    # Nothing of the untraced boot was recorded in any trace.
+    every = base.get_driver(store).list_traces()
+    assert sorted(t["base_id"] for t in every) == sorted(base_ids)
 
 
 FLAG_SPANS = {"trace_wsgi": {"wsgi"}, "trace_rpc": {"rpc"},
