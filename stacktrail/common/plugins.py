@@ -25,7 +25,11 @@ def extensions(namespace, what, names=None, level="warning"):
             namespace, on_load_failure_callback=failed)
     return named.NamedExtensionManager(
         namespace, names, on_load_failure_callback=failed,
-        warn_on_missing_entrypoint=False)
+        on_missing_entrypoints_callback=_none_missing)
+
+
+def _none_missing(names):
+    """A name without a plugin is no error (a project without an adapter)."""
 
 
 def instances(namespace, cls, key, builtin=(), manager=None):
