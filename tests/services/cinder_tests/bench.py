@@ -32,8 +32,6 @@ so the same test runs with tracing off, armed, triggered or osprofiler's.
 
 import time
 
-from cinder.tests.functional.api import client
-
 from cinder_tests import volumes
 from in_service import bench
 
@@ -55,22 +53,6 @@ class LifecycleBenchTest(bench.LifecycleBench, volumes.VolumeLifecycleTest):
                           % (event_type, WAIT_TIMEOUT))
             time.sleep(NOTIFIED_LOOK)
 
-    def _poll(self, volume_id, while_status, interval):
-        """Like ``_wait_volume``, polling every ``interval`` seconds."""
-        deadline = time.monotonic() + WAIT_TIMEOUT
-        while True:
-            self.gets += 1
-            try:
-                found = self.api.get_volume(volume_id)
-            except client.OpenStackApiException404:
-                return None
-            if found["status"] not in while_status:
-                return found
-            if time.monotonic() > deadline:
-                self.fail("volume %s still %s after %ss"
-                          % (volume_id, found["status"], WAIT_TIMEOUT))
-            time.sleep(interval)
-
     def lifecycle(self, headers, interval, notified):
         """One create + delete; the phases' end times from its start."""
         start = self.start_timing()
@@ -80,7 +62,7 @@ class LifecycleBenchTest(bench.LifecycleBench, volumes.VolumeLifecycleTest):
         t_post = time.perf_counter()
         if notified:
             self._notified("volume.create.end")
-        found = self._poll(created["id"], ("creating",), interval)
+        found = self._wait_volume(created["id"], ("creating",), interval)
         t_available = time.perf_counter()
         self.assertEqual("available", found["status"])
         self.api.api_delete("/volumes/%s" % created["id"],
@@ -88,7 +70,8 @@ class LifecycleBenchTest(bench.LifecycleBench, volumes.VolumeLifecycleTest):
         t_delete = time.perf_counter()
         if notified:
             self._notified("volume.delete.end")
-        self.assertIsNone(self._poll(created["id"], ("deleting",), interval))
+        self.assertIsNone(self._wait_volume(created["id"], ("deleting",),
+                                            interval))
         t_gone = time.perf_counter()
         return self.timings(start, total=t_gone, post=t_post,
                             available=t_available, delete=t_delete,
