@@ -6,6 +6,7 @@ from tests import servers
 from tests.services import cinder
 from tests.services import envs
 from tests.services import nova
+from tests.services import overlays
 from tests.services import zaqar
 
 
@@ -16,15 +17,6 @@ def _env(name, build):
         pytest.skip(f"{name} environment unavailable: {exc}")
 
 
-def _overlay(tmp_path_factory, name, env):
-    """This clone installed (no deps) for ``env``'s PYTHONPATH."""
-    target = tmp_path_factory.mktemp(name + "-overlay") / "site"
-    try:
-        return envs.stacktrail_overlay(target, env)
-    except envs.EnvUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="session")
 def zaqar_env():
     """The cached Zaqar environment; skips when it cannot be built."""
@@ -32,9 +24,9 @@ def zaqar_env():
 
 
 @pytest.fixture(scope="session")
-def stacktrail_overlay(zaqar_env, tmp_path_factory):
+def stacktrail_overlay(zaqar_env):
     """This clone installed (no deps) for Zaqar's PYTHONPATH."""
-    return _overlay(tmp_path_factory, "zaqar", zaqar_env)
+    return overlays.overlay_for(zaqar_env)
 
 
 @pytest.fixture(scope="session")
@@ -50,13 +42,13 @@ def nova_env():
 
 
 @pytest.fixture(scope="session")
-def cinder_overlay(cinder_env, tmp_path_factory):
-    return _overlay(tmp_path_factory, "cinder", cinder_env)
+def cinder_overlay(cinder_env):
+    return overlays.overlay_for(cinder_env)
 
 
 @pytest.fixture(scope="session")
-def nova_overlay(nova_env, tmp_path_factory):
-    return _overlay(tmp_path_factory, "nova", nova_env)
+def nova_overlay(nova_env):
+    return overlays.overlay_for(nova_env)
 
 
 @pytest.fixture

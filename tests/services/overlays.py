@@ -4,8 +4,9 @@ test session.
 ``envs.stacktrail_overlay`` installs the clone without dependencies into a
 directory put on a process's PYTHONPATH.  What it installs is pure Python
 and the same for every environment made from this interpreter, so the
-devstack and tempest tests (zaqar-server, stacktrail-agent, tempest) share
-one, built on first use and removed at exit.
+service tests (Zaqar, Cinder, Nova) and the devstack and tempest tests
+(zaqar-server, stacktrail-agent, tempest) share one, built on first use
+and removed at exit.
 """
 
 import atexit
@@ -13,6 +14,8 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+
+import pytest
 
 from tests.services import envs
 
@@ -29,3 +32,12 @@ def shared_overlay(env):
             atexit.register(shutil.rmtree, top, True)
             _built.append(envs.stacktrail_overlay(top / "site", env))
         return _built[0]
+
+
+def overlay_for(env):
+    """The shared overlay, for a fixture: the test is skipped when it
+    cannot be installed."""
+    try:
+        return shared_overlay(env)
+    except envs.EnvUnavailable as exc:
+        pytest.skip(str(exc))
