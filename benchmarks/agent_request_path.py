@@ -18,8 +18,8 @@ Each contender runs in rounds, interleaved; the median round counts.
 It also prints the CPU the service process spends per trace point with
 stacktrail, request thread and flusher together (process CPU time over
 the traced calls and the flush that hands them to the agent, less the
-same loop calling an empty function, divided by the points): target
-<= 1 us.  The empty loop takes out what is the benchmark's and not
+same loop calling an empty function, divided by the points kept, not
+those a full buffer dropped): target <= 1 us.  The empty loop takes out what is the benchmark's and not
 tracing's (the loop, the clock reads, the sleeps between requests).
 """
 
@@ -79,6 +79,7 @@ def ours(url):
         pass
 
     def run(n, bursts):
+        dropped = sink.dropped
         cpu = time.process_time()
         elapsed = timed(pair, n, bursts)
         sink.flush(30)        # outside the timed loop: the flusher's work
@@ -86,7 +87,10 @@ def ours(url):
         cpu = time.process_time()
         timed(empty, n, bursts)
         harness = time.process_time() - cpu
-        CPU_PER_POINT.append((traced - harness) / (2 * n))
+        # per point kept: a point the full buffer dropped costs next to
+        # nothing, and would make the figure look better than it is
+        kept = 2 * n - (sink.dropped - dropped)
+        CPU_PER_POINT.append((traced - harness) / max(kept, 1))
         return elapsed
     return run, sink
 
@@ -190,7 +194,7 @@ def main():
               % (r_osp, "MET" if r_osp <= 0.01 else "NOT MET"))
         print("  ratio vs OTel SDK:         %.4f x (target <= 0.08): %s"
               % (r_otel, "MET" if r_otel <= 0.08 else "NOT MET"))
-        print("  service CPU per point (request thread + flusher): "
+        print("  service CPU per point kept (request thread + flusher): "
               "%.2f us (target <= 1): %s" % (
                   med["cpu"] * 1e6, "MET" if med["cpu"] <= 1e-6
                   else "NOT MET"))
