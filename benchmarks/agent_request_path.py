@@ -19,8 +19,9 @@ It also prints the CPU the service process spends per trace point with
 stacktrail, request thread and flusher together (process CPU time over
 the traced calls and the flush that hands them to the agent, less the
 same loop calling an empty function, divided by the points kept, not
-those a full buffer dropped): target <= 1 us.  The empty loop takes out what is the benchmark's and not
-tracing's (the loop, the clock reads, the sleeps between requests).
+those a full buffer dropped): target <= 1 us.  The empty loop takes out
+what is the benchmark's and not tracing's (the loop, the clock reads,
+the sleeps between requests).
 """
 
 import argparse

@@ -25,8 +25,7 @@ def installed(monkeypatch):
     def install(*plugins_):
         monkeypatch.setattr(flags, "_extra", None)
         flags.extra(manager(*plugins_))
-    yield install
-    flags._extra = None
+    return install   # monkeypatch puts the loaded flags back
 
 
 KAFKA = flags.Flag("trace_kafka", False, "Trace Kafka sends.")

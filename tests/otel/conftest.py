@@ -14,7 +14,6 @@ import pytest
 from stacktrail import otel
 from stacktrail import profiler
 from tests import state
-from tests.integrations.conftest import KEY  # noqa: F401
 from tests.integrations.conftest import live  # noqa: F401
 from tests.integrations.conftest import recorder  # noqa: F401
 
