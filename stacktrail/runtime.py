@@ -31,6 +31,7 @@ from stacktrail import otel
 from stacktrail import policy_client
 from stacktrail import web
 from stacktrail.common import flags
+from stacktrail.common import logtext
 from stacktrail.common import context
 from stacktrail.common import settings
 
@@ -50,6 +51,7 @@ class Activation:
         self.target = {}
         self.warned_keys = False
         self.connection_string = None   # [profiler]'s, read by _apply
+        self.problem = None   # the configuration error last logged
 
     def flags(self):
         own = self.adapter.flags if self.adapter else ()
@@ -68,16 +70,32 @@ def activate(conf, project=None, service=None, host=None, **kwargs):
     """
     global _latest
     with _lock:
+        state = _activations.get(id(conf))
         try:
             state = _activation(conf, project)
             state.target.update(_identity(conf, project, service, host))
             state.target.update(kwargs)
             _apply(state)
             _latest = state
+            state.problem = None
+            return state
         except Exception as exc:
-            LOG.error("stacktrail: tracing disabled, bad [profiler] "
-                      "configuration: %s", exc)
-    return state
+            problem = logtext.one_line(exc)
+        # Logged outside the handler: oslo.log would append the exception.
+        _refused(state, problem)
+        return state
+
+
+def _refused(state, text):
+    """One line per problem: a service that initialises tracing from
+    several places (its own call, the config source, each store) reads the
+    same bad section each time."""
+    if state is not None:
+        if state.problem == text:
+            return
+        state.problem = text
+    LOG.error("stacktrail: tracing disabled, bad [profiler] configuration: "
+              "%s", text)
 
 
 def _activation(conf, project):
@@ -114,6 +132,7 @@ def _identity(conf, project, service, host):
 
 def _apply(state):
     conf = state.conf
+    _read_every_option(conf)
     live = settings.load(conf, state.flags(), state.aliases())
     state.connection_string = conf.profiler.connection_string
     if live.enabled:
@@ -130,6 +149,15 @@ def _apply(state):
     otel.apply(live.enabled and conf.profiler.otel_bridge)
     # the node agent's sampling policy, on top of the [profiler] values
     policy_client.follow(state.connection_string, state.target)
+
+
+def _read_every_option(conf):
+    """Each ``[profiler]`` value read once, so that one oslo.config refuses
+    (``buffer_size = -5``) is said here, as a refused ``sampling_rate`` is,
+    rather than a driver quietly taking its default."""
+    group = conf.profiler
+    for name in group:
+        group[name]
 
 
 def _installed(state, live):

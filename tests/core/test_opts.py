@@ -370,6 +370,8 @@ def test_no_usable_key_is_said_once_and_headers_are_ignored(tmp_path, caplog,
     ("sampling_rate", "often"),
     ("enabled", "perhaps"),
     ("propagation", "zipkin"),
+    ("buffer_size", "-5"),          # read by the store's driver, later
+    ("store_timeout", "soon"),
 ])
 def test_bad_option_value_keeps_the_service_running(tmp_path, caplog, name,
                                                     value):
@@ -387,6 +389,62 @@ def test_bad_option_value_keeps_the_service_running(tmp_path, caplog, name,
     app = _app()
     _request(web.WsgiMiddleware(app, enabled=True))
     assert len(app.seen) == 1
+
+
+class _ExcInfoAtEmit(logging.Handler):
+    """Whether an exception was being handled when each line was logged:
+    oslo.log's formatter then appends it to the line."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.handling = []
+
+    def emit(self, record):
+        self.handling.append(sys.exc_info()[0])
+
+
+@pytest.mark.parametrize("values", [
+    {"connection_string": "nosuch://host"},
+    {"connection_string": "noop://", "sampling_rate": "often"},
+])
+def test_a_bad_section_read_from_several_places_is_said_once(tmp_path,
+                                                             caplog, values):
+    """A service initialises tracing from its own call, from the config
+    source and once per store or worker identity: the operator reads the
+    problem once, as one plain line."""
+    ini = tmp_path / "service.conf"
+    _write(ini, enabled="true", hmac_keys=K1, **values)
+    conf = new_conf()
+    parse(conf, ini)
+    handler = _ExcInfoAtEmit()
+    logging.getLogger("stacktrail").addHandler(handler)
+    try:
+        initializer.init_from_conf(conf, None, "p", "api", "h")
+        initializer.init_from_conf(conf, None, "p", "worker", "h")
+        initializer.init_from_conf(conf, None, "p", "api", "h")
+    finally:
+        logging.getLogger("stacktrail").removeHandler(handler)
+    lines = [r.getMessage() for r in caplog.records
+             if r.levelno >= logging.WARNING]
+    assert len(lines) == 1, lines
+    assert "tracing disabled" in lines[0]
+    assert handler.handling == [None]
+    app = _app()
+    _request(web.WsgiMiddleware(app), _signed(K1))
+    assert len(app.seen) == 1   # served
+
+
+def test_a_problem_is_said_again_after_it_was_fixed(tmp_path, caplog):
+    ini = tmp_path / "service.conf"
+    conf = new_conf()
+    for rate in ("often", "1.0", "often"):
+        _write(ini, enabled="true", connection_string="noop://",
+               sampling_rate=rate)
+        parse(conf, ini)
+        initializer.init_from_conf(conf, None, "p", "s", "h")
+    lines = [r.getMessage() for r in caplog.records
+             if "tracing disabled" in r.getMessage()]
+    assert len(lines) == 2, lines
 
 
 def test_bad_value_on_reload_keeps_previous_settings(tmp_path, caplog):
