@@ -39,6 +39,7 @@ LOG = logging.getLogger(__name__)
 
 _lock = threading.RLock()
 _activations = {}   # id(conf) -> Activation
+_problems = {}      # id(conf) -> the configuration error last logged
 _latest = None
 
 
@@ -51,7 +52,6 @@ class Activation:
         self.target = {}
         self.warned_keys = False
         self.connection_string = None   # [profiler]'s, read by _apply
-        self.problem = None   # the configuration error last logged
 
     def flags(self):
         own = self.adapter.flags if self.adapter else ()
@@ -70,41 +70,33 @@ def activate(conf, project=None, service=None, host=None, **kwargs):
     """
     global _latest
     with _lock:
-        state = _activations.get(id(conf))
         try:
             state = _activation(conf, project)
             state.target.update(_identity(conf, project, service, host))
             state.target.update(kwargs)
             _apply(state)
             _latest = state
-            state.problem = None
+            _problems.pop(id(conf), None)
             return state
         except Exception as exc:
             problem = logtext.one_line(exc)
         # Logged outside the handler: oslo.log would append the exception.
-        _refused(state, problem)
-        return state
-
-
-def _refused(state, text):
-    """One line per problem: a service that initialises tracing from
-    several places (its own call, the config source, each store) reads the
-    same bad section each time."""
-    if state is not None:
-        if state.problem == text:
-            return
-        state.problem = text
-    LOG.error("stacktrail: tracing disabled, bad [profiler] configuration: "
-              "%s", text)
+        # Once per problem: a service initialises tracing from several
+        # places (its own call, the config source, each store).
+        if _problems.get(id(conf)) != problem:
+            _problems[id(conf)] = problem
+            LOG.error("stacktrail: tracing disabled, bad [profiler] "
+                      "configuration: %s", problem)
+        return _activations.get(id(conf))
 
 
 def _activation(conf, project):
     state = _activations.get(id(conf))
     if state is None:
-        state = _activations[id(conf)] = Activation(conf)
         opts.register_opts(conf)
         # One hook however often we are called: the set keeps it once.
         conf.register_mutate_hook(_reload)
+        state = _activations[id(conf)] = Activation(conf)
     if state.adapter is None:
         state.adapter = adapters.load(project or _parsed(conf, "project"))
         if state.adapter is not None:
@@ -221,6 +213,7 @@ def reset():
     global _latest
     with _lock:
         _activations.clear()
+        _problems.clear()
         _latest = None
         policy_client.stop()
         adapters.unwire_all()

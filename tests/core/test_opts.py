@@ -434,6 +434,20 @@ def test_a_bad_section_read_from_several_places_is_said_once(tmp_path,
     assert len(app.seen) == 1   # served
 
 
+def test_a_clashing_option_of_the_service_keeps_it_running(tmp_path,
+                                                          caplog):
+    """A service that registered its own ``[profiler] enabled`` of another
+    type: our options cannot be registered; said once, nothing raised."""
+    conf = new_conf()
+    conf.register_opt(cfg.StrOpt("enabled"), group="profiler")
+    parse(conf)
+    initializer.init_from_conf(conf, None, "p", "s", "h")
+    initializer.init_from_conf(conf, None, "p", "s", "h")
+    lines = [r.getMessage() for r in caplog.records
+             if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "enabled" in lines[0], lines
+
+
 def test_a_problem_is_said_again_after_it_was_fixed(tmp_path, caplog):
     ini = tmp_path / "service.conf"
     conf = new_conf()
