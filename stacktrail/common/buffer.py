@@ -38,6 +38,7 @@ import json
 import logging
 import operator
 import os
+import sys
 import threading
 import time
 import weakref
@@ -227,17 +228,22 @@ class BufferedSink(sink.Sink):
         return int(repr(self._full)[6:-1])   # "count(N)"
 
     def _start(self):
+        # A thread started while the interpreter finalizes (traced code in
+        # a finalizer at exit) never runs: Python 3.11 lets it die unseen,
+        # so start() would wait for it for ever.  The points stay unsent.
+        if sys.is_finalizing():
+            return
         with self._start_lock:
             if self._thread is not None:
                 return
             self._generation += 1
-            thread = unpatched.module("threading").Thread(
-                target=self._run, args=(self._generation,),
-                name="stacktrail-flusher", daemon=True)
-            self._thread = thread
             try:
+                thread = unpatched.module("threading").Thread(
+                    target=self._run, args=(self._generation,),
+                    name="stacktrail-flusher", daemon=True)
+                self._thread = thread
                 thread.start()
-            except RuntimeError:  # interpreter shutting down: flush at exit
+            except (RuntimeError, ImportError):   # shutting down
                 return
             self._set_limit(self._limit)
 

@@ -270,6 +270,36 @@ def test_exit_deadline_with_hung_store():
     assert float(result.stdout.split()[-1]) < 3.0
 
 
+def test_first_point_made_while_the_interpreter_finalizes_does_not_hang(
+        tmp_path):
+    """Traced code run by a finalizer at exit (an object in a reference
+    cycle, closed by the interpreter's last collection) makes the
+    process's first point: a flusher started then never runs (Python 3.11
+    lets it die without a word), and waiting for it hung the exit for
+    ever.  Seen in Zaqar's own SQLAlchemy storage tests, traced."""
+    result = _run("""
+        import gc, time
+        from stacktrail.common import buffer, points
+        from stacktrail.drivers import base
+
+        class ClosedAtExit:
+            def __init__(self, sink):
+                self.put = sink.put
+                self.cycle = self
+
+            def __del__(self):
+                self.put(("close", points.START, 1, 1, 2, time.time_ns(),
+                          None))
+
+        gc.collect()   # the cycle below waits for the collection at exit
+        ClosedAtExit(buffer.BufferedSink(base.get_driver("file://%s")))
+        print("done")
+    """ % (tmp_path / "t.jsonl"), timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["done"]
+    assert "Traceback" not in result.stderr   # put raised nothing either
+
+
 EVENTLET_SCRIPT = """
     import eventlet
     eventlet.monkey_patch()
