@@ -5,7 +5,7 @@ Nothing here is collected by pytest (no ``test_`` file names, and
 modules with the Nova environment's interpreter, where this folder is
 importable as the top-level package ``nova_tests``::
 
-    python -m nova_tests.runner --results out.jsonl nova_tests.boot
+    python -m in_service.runner --results out.jsonl nova_tests.boot
 
 They need the real ``nova`` package (and its test tree), so they must never
 be imported by the test suite's own interpreter.

@@ -2,7 +2,7 @@
 
 Runs inside Nova's functional harness (``tests/services/nova.py``)::
 
-    python -m nova_tests.runner --results R \\
+    python -m in_service.runner --results R \\
         nova_tests.bench.LifecycleBenchTest.test_lifecycles
 
 ``LifecycleBenchTest`` is ``nova_tests.boot.BootServerTest`` (real casts,

@@ -1,8 +1,8 @@
 """Run unittest/testtools tests and write one JSON line per outcome.
 
-Runs inside the Nova environment::
+Runs inside a service's environment (Nova's, Zaqar's)::
 
-    python -m nova_tests.runner --results FILE NAME [NAME ...]
+    python -m in_service.runner --results FILE NAME [NAME ...]
 
 NAME is anything ``python -m testtools.run`` accepts (a module, a class or
 one test id).  Progress goes to stdout in the style of testtools.run; the
@@ -19,9 +19,11 @@ empty for a passing test.  ``attached`` holds, whatever the outcome, the
 details a test attached itself (everything but captured logs, streams and
 tracebacks), e.g. the ``timings`` that ``nova_tests.boot`` records.
 
-Nothing is imported from nova here: loading the first Nova test module
-imports ``nova.tests``, which applies (or refuses) eventlet's monkey patch
-before anything else, exactly as under ``python -m testtools.run``.
+Nothing is imported from the service here: loading the first Nova test
+module imports ``nova.tests``, which applies (or refuses) eventlet's
+monkey patch before anything else, exactly as under ``python -m
+testtools.run``.  ``tests/services/functional.py`` runs it and reads the
+results.
 """
 
 import argparse
@@ -164,7 +166,7 @@ def _flatten(suite):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="nova_tests.runner")
+    parser = argparse.ArgumentParser(prog="in_service.runner")
     parser.add_argument("--results", required=True,
                         help="file to append one JSON line per test to")
     parser.add_argument("names", nargs="+")
