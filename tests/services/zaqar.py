@@ -56,7 +56,10 @@ from tests import servers
 from tests.services import envs
 
 ZAQAR_REQUIREMENTS = ["zaqar[redis]==23.0.1", "pymongo", "PyMySQL",
-                      "python-zaqarclient[websocket]==4.7.0"]
+                      "python-zaqarclient[websocket]==4.7.0",
+                      # what Zaqar's own tests (in the wheel) import
+                      "oslotest==6.1.1", "ddt==1.7.2", "testtools==2.9.1",
+                      "fixtures==4.3.2"]
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0   # ready in ~0.8-1 s here; a loaded 2-core CI box, more
 STOP_GRACE = 10.0
