@@ -2,8 +2,10 @@
 
 The ``do_execute``, ``do_executemany`` and ``do_execute_no_params``
 events are where SQLAlchemy hands a statement to the DBAPI cursor.  With a
-trace open, the listener runs the dialect's own method inside a ``db``
-span and tells SQLAlchemy it was done; otherwise it returns at once and
+trace open, the listener runs inside a ``db`` span what SQLAlchemy would
+have run (the application's own listeners of the event that come after
+ours, then, unless one of them ran the statement, the dialect's method)
+and tells SQLAlchemy it was done; otherwise it returns at once and
 SQLAlchemy runs the statement as usual.  So an untraced statement costs one
 call and a context lookup (listening to ``before_cursor_execute`` and
 ``after_cursor_execute`` instead cost two calls and switched on
@@ -68,51 +70,60 @@ class Listener:
         frame = _current.get()
         if frame is None or context is None:
             return False
-        return self._traced(frame, cursor, statement, parameters, context,
-                            context.dialect.do_execute,
+        return self._traced(frame, statement, parameters, context,
+                            "do_execute",
                             (cursor, statement, parameters, context))
 
     def executemany(self, cursor, statement, parameters, context):
         frame = _current.get()
         if frame is None or context is None:
             return False
-        return self._traced(frame, cursor, statement, parameters, context,
-                            context.dialect.do_executemany,
+        return self._traced(frame, statement, parameters, context,
+                            "do_executemany",
                             (cursor, statement, parameters, context), True)
 
     def execute_no_params(self, cursor, statement, context):
         frame = _current.get()
         if frame is None or context is None:
             return False
-        return self._traced(frame, cursor, statement, None, context,
-                            context.dialect.do_execute_no_params,
+        return self._traced(frame, statement, None, context,
+                            "do_execute_no_params",
                             (cursor, statement, context))
 
-    def _traced(self, frame, cursor, statement, params, context, run, args,
+    def _traced(self, frame, statement, params, context, event_name, args,
                 executemany=None):
-        """Run the statement inside a span; True when it ran here.  Nothing
-        of ours may fail the statement: a failure before it runs leaves it
-        to SQLAlchemy, untraced."""
+        """Run the statement inside a span, as SQLAlchemy would have: the
+        event's listeners after ours first (one returning True ran it),
+        else the dialect's method.  True when it ran here.  Nothing of
+        ours may fail the statement: a failure before it runs leaves it to
+        SQLAlchemy, untraced."""
         if _emitting() or (len(statement) < _PING_MAX and
                            _PING.match(statement) is not None):
             return False
         try:
             if executemany is None:
                 executemany = context.executemany
+            dialect = context.dialect
+            others = _after_ours(getattr(dialect.dispatch, event_name))
+            run = getattr(dialect, event_name)
             handle = _open_leaf(frame, self.name, self._info(
-                context.dialect, statement, params, executemany))
+                dialect, statement, params, executemany))
         except Exception:
             _base.swallowed("sqlalchemy")
             return False
         try:
-            run(*args)
+            for listener in others:
+                if listener(*args):
+                    break
+            else:
+                run(*args)
         except BaseException as exc:
             _base.guard("sqlalchemy", _base.leaf_stop, handle,
                         _base.guard("sqlalchemy", self._error_info, exc))
             raise
         stop = None
         if not self.hide_result:
-            stop = _base.guard("sqlalchemy", _result, cursor)
+            stop = _base.guard("sqlalchemy", _result, args[0])
             stop = stop and kinds.DB.stop_info(stop)
         _close_leaf(handle, stop)   # enqueues a tuple: cannot fail
         return True
@@ -155,6 +166,19 @@ class Listener:
         info = kinds.DB.stop_info(db)
         info.update(etype=profiler._class_name(type(exc)), message=message)
         return info
+
+
+def _after_ours(listeners):
+    """The listeners SQLAlchemy calls after the first of ours, ours left
+    out (only the first records a statement): run inside the span, an
+    application's own ``do_execute`` listener keeps its say."""
+    rest, found = [], False
+    for listener in listeners:
+        if isinstance(getattr(listener, "__self__", None), Listener):
+            found = True
+        elif found:
+            rest.append(listener)
+    return rest
 
 
 def _result(cursor):

@@ -270,3 +270,36 @@ def test_untraced_statements_cost_one_listener_call(recorder, monkeypatch):
         assert len(calls) == 3 and recorder == []
     finally:
         sql.disable()
+
+
+@pytest.mark.parametrize("runs_it", [False, True])
+def test_applications_own_execute_listener_keeps_its_say(trace, recorder,
+                                                         runs_it):
+    """An application's ``do_execute`` listener still sees each traced
+    statement, inside its span, and may run it itself (returning True) as
+    without tracing; the statement runs once and is recorded once, also
+    when several of our listeners apply."""
+    seen, ran = [], []
+    eng = sqlalchemy.create_engine("sqlite://")
+
+    @event.listens_for(eng, "do_execute")
+    def own(cursor, statement, parameters, context):
+        seen.append(statement)
+        if runs_it:
+            ran.append(statement)
+            cursor.execute(statement, parameters)
+        return runs_it
+
+    sql.enable()
+    sql.instrument_engine(eng)
+    try:
+        with eng.connect() as conn:
+            value = conn.execute(text("SELECT :n + 1"), {"n": 41}).scalar()
+    finally:
+        sql.disable()
+        sql.uninstrument_engine(eng)
+        eng.dispose()
+    assert value == 42
+    assert seen == ["SELECT ? + 1"]
+    assert ran == (seen if runs_it else [])
+    assert len(recorder.spans("db")) == 1
