@@ -31,6 +31,10 @@ Two ways to use it:
   the trace, and every RPC dispatched (an ``rpc`` span of type ``server``)
   and notification delivered runs inside the caller's trace, in a context
   of its own that is discarded afterwards (also when the handler raises).
+  The trace is written into the context after the caller's serializer
+  made it, and taken out again before the receiver's serializer reads it:
+  a service's serializer never sees a ``trace_info`` or ``trace_token`` it
+  did not write (the W3C keys stay, for oslo.messaging's own tracing).
 
 With the OpenTelemetry bridge on (``[profiler] otel_bridge``), the producer
 and consumer spans of oslo.messaging's own tracing
@@ -308,6 +312,15 @@ def _unspanned(original, dispatcher, incoming):
     return original(dispatcher, incoming)
 
 
+def _hide_trace(incoming, ctxt):
+    """The service's own serializer gets the context its caller's
+    serializer made: the trace, written into it after (``_traced_send``),
+    is joined from ``ctxt`` here and left out of what the dispatch reads
+    (a serializer may refuse a value it did not write)."""
+    incoming.ctxt = {key: value for key, value in ctxt.items()
+                     if key not in (TRACE_INFO, TRACE_TOKEN)}
+
+
 def _traced_dispatch(original, server_span):
     """Each message dispatched inside the trace it carries, recorded by
     the service its endpoints serve (several services in one process)."""
@@ -319,6 +332,9 @@ def _traced_dispatch(original, server_span):
             return original(self, incoming)
         writer = _base.guard("rpc", _base.serving_writer,
                              getattr(self, "endpoints", ()))
+        if isinstance(ctxt, dict) and (TRACE_INFO in ctxt or
+                                       TRACE_TOKEN in ctxt):
+            _base.guard("rpc", _hide_trace, incoming, ctxt)
         if isinstance(ctxt, dict) and _w3c_only(ctxt):
             return contextvars.copy_context().run(
                 _carried, ctxt, writer, original, (self, incoming))

@@ -55,6 +55,22 @@ def transport(rabbit_url):
 
 
 @pytest.fixture
+def wire(transport, monkeypatch):
+    """The context dicts as they go on the wire (what a server in another
+    process, osprofiler's or ours, receives)."""
+    sent = []
+    driver = transport._driver
+    for name in ("send", "send_notification"):
+        original = getattr(driver, name)
+
+        def record(target, ctxt, *args, _original=original, **kwargs):
+            sent.append(dict(ctxt))
+            return _original(target, ctxt, *args, **kwargs)
+        monkeypatch.setattr(driver, name, record)
+    return sent
+
+
+@pytest.fixture
 def serve(transport, unique_name):
     """serve(endpoint, serializer=None) -> an RPC client for it."""
     servers = []
@@ -162,7 +178,9 @@ def test_osprofiler_caller_joins_our_server(serve, live, recorder):
     assert endpoint.seen[0] == (prof.get_base_id(), server["trace_id"])
 
 
-def test_our_caller_joins_osprofiler_server(serve, trace, recorder):
+def test_our_caller_joins_osprofiler_server(serve, wire, trace, recorder):
+    """What our caller sends is what an osprofiler-using service's
+    serializer (Nova's, Cinder's) reads in its own process."""
     import osprofiler.profiler as osp
 
     class OsprofilerStyle(messaging.NoOpSerializer):
@@ -180,24 +198,54 @@ def test_our_caller_joins_osprofiler_server(serve, trace, recorder):
                 osp.clean()
             return ctxt
 
-    serializer = OsprofilerStyle()
     rpc.enable()
-    client = serve(Endpoint(), serializer=serializer)
+    client = serve(Endpoint())
     client.call({}, "work")
     span = [s for s, _ in recorder.spans("rpc")
             if s["info"]["rpc"]["type"] == "call"][0]
+    serializer = OsprofilerStyle()
+    serializer.deserialize_context(dict(wire[0]))
     assert serializer.seen == [(trace.get_base_id(), span["trace_id"])]
 
 
-def test_signed_token_for_our_receivers(serve, live, trace, recorder):
+def test_servers_serializer_gets_what_the_callers_made(serve, wire, live,
+                                                       trace, recorder):
+    """The trace is written into the context after the caller's
+    serializer ran: the server's serializer gets the context without it
+    (one that refuses values it did not write, as oslo.messaging's own
+    test serializer does, still serves), and the handler runs in the
+    trace."""
+
+    class Prefixing(messaging.NoOpSerializer):
+        """Text values only (the AMQP driver adds None ones)."""
+
+        def serialize_context(self, ctxt):
+            return {key: "s" + value for key, value in ctxt.items()}
+
+        def deserialize_context(self, ctxt):
+            return {key: value if value is None else "d" + value
+                    for key, value in ctxt.items()}
+
+    rpc.enable()
+    endpoint = Endpoint()
+    client = serve(endpoint, serializer=Prefixing(),
+                   client_serializer=Prefixing())
+    assert client.call({"user": "alice"}, "work") == "done"
+    assert "trace_info" in wire[0]   # on the wire, for the server to join
+    assert endpoint.seen[0][0] == trace.get_base_id()
+
+
+def test_signed_token_for_our_receivers(serve, wire, live, trace,
+                                        recorder):
     rpc.enable(signed=True)
     endpoint = Endpoint()
     raw = RecordingSerializer()
     client = serve(endpoint, serializer=raw)
     client.call({}, "work")
-    assert "trace_info" not in raw.contexts[0]
-    assert KEY not in repr(raw.contexts[0])
-    assert set(raw.contexts[0]["trace_token"]) == {"packed", "hmac"}
+    assert "trace_info" not in wire[0]
+    assert KEY not in repr(wire[0])
+    assert set(wire[0]["trace_token"]) == {"packed", "hmac"}
+    assert "trace_token" not in raw.contexts[0]   # joined, then left out
     assert endpoint.seen[0][0] == trace.get_base_id()
 
 
@@ -238,8 +286,8 @@ def test_both_keys_join_once(serve, live, trace, recorder):
     assert len({m["base_id"] for m in recorder}) == 1
 
 
-def test_notifications_carry_the_trace(transport, unique_name, live, trace,
-                                       recorder):
+def test_notifications_carry_the_trace(transport, wire, unique_name, live,
+                                       trace, recorder):
     rpc.enable()
     got = []
 
@@ -263,7 +311,8 @@ def test_notifications_carry_the_trace(transport, unique_name, live, trace,
         listener.stop()
         listener.wait()
     trace_info, base = got[0]
-    assert trace_info["base_id"] == trace.get_base_id()
+    assert wire[0]["trace_info"]["base_id"] == trace.get_base_id()
+    assert trace_info is None   # the listener gets what the notifier sent
     assert base == trace.get_base_id()
 
 
