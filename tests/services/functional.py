@@ -127,7 +127,8 @@ def _pythonpath(package, overlay, extra_paths, workdir):
     return os.pathsep.join(parts)
 
 
-def _read_results(path):
+def read_results(path):
+    """([Outcome], summary or None) of a results file the runner wrote."""
     outcomes, summary = [], None
     if not path.exists():
         return outcomes, summary
@@ -192,7 +193,7 @@ def run(env, package, modules_or_test_ids, overlay=None, env_vars=None,
                 servers.end_group(proc, signal.SIGKILL)
                 raise
         duration = time.monotonic() - started
-        outcomes, summary = _read_results(results)
+        outcomes, summary = read_results(results)
         output = log.read_text(encoding="utf-8", errors="replace")
     if timed_out:
         outcomes.append(Outcome(
