@@ -12,7 +12,7 @@ from stacktrail.common import sink as _sink
 _notifier = _sink.NoopSink()
 _put = _notifier.put
 _cache = {}
-_refused = {}   # connection string -> the error logged for it
+_refused = logtext.Problems()   # by connection string
 
 
 def set(notifier):  # noqa: A001 - osprofiler's name
@@ -65,14 +65,13 @@ def _make_sink(connection_string, args, kwargs):
         problem = None
     # Logged outside the handler: oslo.log would append the exception.
     if problem is not None:
-        if _refused.get(connection_string) != problem:
-            # Once however many identities of the process ask for it.
-            _refused[connection_string] = problem
+        # Once however many identities of the process ask for it.
+        if _refused.new(connection_string, problem):
             LOG.error("stacktrail: tracing disabled, cannot use connection "
                       "string %r: %s",
                       logtext.mask_passwords(connection_string), problem)
         return _sink.NoopSink()
-    _refused.pop(connection_string, None)
+    _refused.solved(connection_string)
     if not any(key[0] == connection_string for key in _cache):
         LOG.info("stacktrail: trace points go to %s",
                  logtext.mask_passwords(connection_string))

@@ -30,16 +30,16 @@ from stacktrail import opts
 from stacktrail import otel
 from stacktrail import policy_client
 from stacktrail import web
+from stacktrail.common import context
 from stacktrail.common import flags
 from stacktrail.common import logtext
-from stacktrail.common import context
 from stacktrail.common import settings
 
 LOG = logging.getLogger(__name__)
 
 _lock = threading.RLock()
 _activations = {}   # id(conf) -> Activation
-_problems = {}      # id(conf) -> the configuration error last logged
+_problems = logtext.Problems()   # by id(conf)
 _latest = None
 
 
@@ -76,15 +76,14 @@ def activate(conf, project=None, service=None, host=None, **kwargs):
             state.target.update(kwargs)
             _apply(state)
             _latest = state
-            _problems.pop(id(conf), None)
+            _problems.solved(id(conf))
             return state
         except Exception as exc:
             problem = logtext.one_line(exc)
         # Logged outside the handler: oslo.log would append the exception.
         # Once per problem: a service initialises tracing from several
         # places (its own call, the config source, each store).
-        if _problems.get(id(conf)) != problem:
-            _problems[id(conf)] = problem
+        if _problems.new(id(conf), problem):
             LOG.error("stacktrail: tracing disabled, bad [profiler] "
                       "configuration: %s", problem)
         return _activations.get(id(conf))

@@ -70,6 +70,29 @@ class Throttle:
         return ok
 
 
+class Problems:
+    """The problem last said for each key: a line once per problem, again
+    only when it changes or after ``solved(key)``.  For what a process
+    meets again and again while it stays the same (one bad configuration
+    read by every caller that initialises tracing)."""
+
+    def __init__(self):
+        self._said = {}
+
+    def new(self, key, problem):
+        """True when ``problem`` is not what was last said for ``key``."""
+        if self._said.get(key) == problem:
+            return False
+        self._said[key] = problem
+        return True
+
+    def solved(self, key):
+        self._said.pop(key, None)
+
+    def clear(self):
+        self._said.clear()
+
+
 class Logger:
     """``logging.getLogger(name)``, with ``logging`` imported at the first
     line written: the modules ``import stacktrail.profiler`` loads stay
