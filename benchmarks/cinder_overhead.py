@@ -242,7 +242,7 @@ class Service:
         result = cinder.run_functional(
             [self.test_id], overlay=config.overlay, env_vars=env_vars,
             timeout=timeout, flags=flags, env=env, test_timeout=0)
-        return None if result.ok else result.describe()
+        return None if result.ok else result.report()
 
     def stacktrail_settings(self, agent_url, key):
         """(env vars, [profiler] options) of ``armed`` and ``triggered``:

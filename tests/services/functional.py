@@ -1,6 +1,6 @@
 """Run testtools tests inside a service's own environment: the service's
 test suite, or ours in its harness (Nova's functional tests, Zaqar's
-storage tests).
+storage tests, Cinder's functional tests).
 
 pytest cannot collect them; they run with ``python -m in_service.runner``
 (``tests/services/in_service/runner.py``), which loads test names exactly
@@ -78,11 +78,22 @@ class FunctionalResult:
         return self._ids("skipped")
 
     @property
+    def missing(self):
+        """Names asked for that no finished test matches (a timeout, a
+        crash, a test that never ran)."""
+        ids = [o.id for o in self.outcomes]
+        # A test id may carry a scenario: "module.Class.test(scenario)".
+        return [name for name in self.names
+                if not any(i == name or i.startswith((name + ".", name + "("))
+                           for i in ids)]
+
+    @property
     def ok(self):
-        """At least one test ran, none failed or errored, and the run
-        finished by itself."""
+        """At least one test ran, every name asked for ran, none failed or
+        errored, and the run finished by itself."""
         return (self.returncode == 0 and not self.timed_out
-                and bool(self.passed) and not self._ids(*BAD))
+                and bool(self.passed) and not self._ids(*BAD)
+                and not self.missing)
 
     def outcome(self, test_id):
         for outcome in self.outcomes:
@@ -109,8 +120,8 @@ class FunctionalResult:
                 text = outcome.details
                 if len(text) > limit:
                     text = "[...]\n" + text[-limit:]
-                lines.append("--- %s: %s\n%s" % (outcome.status, outcome.id,
-                                                  text))
+                lines.append("--- %s: %s\n%s" % (outcome.status,
+                                                 outcome.id, text))
         if not self.outcomes or self.timed_out:
             lines.append("--- output (end)\n" + self.output[-limit:])
         return "\n".join(lines)

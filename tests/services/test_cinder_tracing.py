@@ -43,7 +43,7 @@ def run_traced(overlay, tmp_path, tests=TRACED + ".test_create_and_delete_"
         env_vars=dict(SOURCE, STACKTRAIL_TEST_KEY=tracing.KEY,
                       STACKTRAIL_TEST_IDS=str(ids)),
         flags={"profiler": profiler_options(store, **changes)})
-    assert result.ok, result.describe()
+    assert result.ok, result.report()
     return store, ids.read_text().split()
 
 
@@ -131,4 +131,4 @@ def test_cinders_own_tests_pass_with_every_request_traced(overlay, store):
         cinder.CINDER_SELECTION, overlay=overlay, env_vars=dict(
             SOURCE, **{"OS_PROFILER__%s" % k.upper(): str(v)
                        for k, v in options.items()}))
-    assert result.ok, result.describe()
+    assert result.ok, result.report()

@@ -1,4 +1,4 @@
-"""Test modules run *inside* the Cinder environment by Cinder's own runner.
+"""Test modules run *inside* the Cinder environment by ``in_service.runner``.
 
 Nothing here is collected by pytest (no ``test_`` file names) and nothing
 here may be imported by the test suite's own interpreter: these modules

@@ -2,7 +2,7 @@
 
 Run inside the Cinder environment (``tests/services/cinder.py``)::
 
-    python -m cinder_tests.runner --results=R \\
+    python -m in_service.runner --results R \\
         cinder_tests.bench.LifecycleBenchTest.test_lifecycles
 
 ``LifecycleBenchTest.test_lifecycles`` starts Cinder's services once (the

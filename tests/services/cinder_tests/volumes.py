@@ -23,7 +23,8 @@ module: ``CINDER_HARNESS_FLAGS`` holds JSON ``{"group": {"name": value}}``
 ``{"profiler": {"enabled": true, "hmac_keys": "k"}}``.
 
 Timings (seconds, from the test's point of view) are attached to each test
-as the ``timings`` detail (JSON); cinder_tests.runner records it.
+as the ``timings`` detail (JSON); the runner (``in_service.runner``)
+records it.
 """
 
 import json

@@ -1,6 +1,6 @@
 """Run unittest/testtools tests and write one JSON line per outcome.
 
-Runs inside a service's environment (Nova's, Zaqar's)::
+Runs inside a service's environment (Nova's, Cinder's, Zaqar's)::
 
     python -m in_service.runner --results FILE NAME [NAME ...]
 
@@ -49,9 +49,17 @@ def _trim(text):
     return text
 
 
+def _text(content):
+    """A detail as text, whatever its content type (JSON, bytes...)."""
+    try:
+        return b"".join(content.iter_bytes()).decode("utf-8", "replace")
+    except Exception as exc:  # a detail that fails: say so, go on
+        return "<%s: %s>" % (type(exc).__name__, exc)
+
+
 def _attached(details):
     """The details a test attached itself: {name: text}."""
-    return {name: _trim(content.as_text())
+    return {name: _trim(_text(content))
             for name, content in (details or {}).items()
             if not name.startswith(_CAPTURED)}
 
@@ -122,7 +130,7 @@ class _Recorder(testtools.TestResult):
     def addSkip(self, test, reason=None, details=None):
         super().addSkip(test, reason, details)
         if reason is None and details and "reason" in details:
-            reason = details["reason"].as_text()
+            reason = _text(details["reason"])
         self._outcome(test, "skipped", reason or "", details)
 
     def addExpectedFailure(self, test, err=None, details=None):
