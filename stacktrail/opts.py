@@ -119,6 +119,10 @@ STACKTRAIL_OPTS = [
                  mutable=True,
                  help="Per-process limit on traces started by a signed "
                       "osprofiler header or RPC token; 0 means no limit. "
+                      "A trace's first request decides for its later "
+                      "ones: those of a trace let in join it (borrowing "
+                      "up to a second's budget), those of a trace refused "
+                      "stay out, so no trace is cut in half. "
                       "Traceparent and sampled traces have their own "
                       "budget, max_sampled_traces_per_second."),
     cfg.FloatOpt("max_sampled_traces_per_second", default=100.0, min=0.0,

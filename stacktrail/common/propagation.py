@@ -305,7 +305,7 @@ def start_from_headers(get_header, keys=None, participate=False,
         if signed is None:
             LOG.debug("stacktrail: trace header not accepted (bad "
                       "signature, unknown key, expired or malformed)")
-        elif live.signed_limiter.allow():
+        elif live.signed_limiter.allow(signed[0]):
             base_id, parent_id, key = signed
             parent = parse_traceparent_fields(raw_parent)
             return join(key, base_id, parent_id, parent,
@@ -323,7 +323,7 @@ def start_from_headers(get_header, keys=None, participate=False,
             if raw_parent and (live.trust_traceparent or rate > 0) else None
         if parent is not None and parent[2] & SAMPLED and \
                 live.trust_traceparent:
-            if live.sampled_limiter.allow():
+            if live.sampled_limiter.allow(parent[0]):
                 return _init(live.signing_key, parent[0], parent[1],
                              parent[2] & RANDOM, get_header(TRACESTATE))
         elif sampling.sampled(rate) and \

@@ -10,29 +10,67 @@ import random
 import time
 
 
+# A process decides once per trace: its later requests follow the first
+# one's decision for this long (the requests one operation sends a process
+# come within seconds), and this many decisions are remembered at most.
+FOLLOW_SECONDS = 30.0
+FOLLOWED_MAX = 4096
+
+
 class RateLimiter:
-    """Token bucket: at most ``rate`` traces a second, bursts up to ``rate``.
+    """Token bucket: at most ``rate`` traced requests a second, bursts up
+    to ``rate``.
+
+    When ``allow`` names the trace a request belongs to, the first request
+    of that trace decides for the later ones (for FOLLOW_SECONDS): a trace
+    refused stays refused, and a trace let in keeps its later requests in,
+    borrowing from the next second when the bucket is empty (down to one
+    second's worth).  Under a flood new traces are refused first, and no
+    trace is cut in half; averaged over a couple of seconds the rate still
+    holds.
 
     A rate of 0 means no limit.  Races between threads can admit one extra
-    trace; that is cheaper than a lock on every request.
+    request; that is cheaper than a lock on every request.
     """
 
     def __init__(self, rate):
         self.rate = float(rate)
         self.tokens = self.rate
         self.stamp = time.monotonic()
+        self._decided = {}   # trace id -> (when, let in)
 
-    def allow(self):
+    def allow(self, trace_id=None):
+        """Whether this request may be traced; ``trace_id``: the trace it
+        joins, when it names one."""
         if self.rate <= 0:
             return True
         now = time.monotonic()
         self.tokens = min(self.rate,
                           self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
+        decided = self._decided.get(trace_id) if trace_id is not None \
+            else None
+        if decided is not None and now - decided[0] < FOLLOW_SECONDS:
+            if not decided[1] or self.tokens - 1.0 < -self.rate:
+                return False
+            self.tokens -= 1.0
+            return True
+        allowed = self.tokens >= 1.0
+        if allowed:
+            self.tokens -= 1.0
+        if trace_id is not None:
+            self._decide(trace_id, now, allowed)
+        return allowed
+
+    def _decide(self, trace_id, now, allowed):
+        decided = self._decided
+        if len(decided) >= FOLLOWED_MAX:
+            for old in [t for t, (at, _) in decided.items()
+                        if now - at >= FOLLOW_SECONDS]:
+                del decided[old]
+            if len(decided) >= FOLLOWED_MAX:
+                decided.clear()
+        decided[trace_id] = (now, allowed)
 
 
 def sampled(rate, _random=random.random):

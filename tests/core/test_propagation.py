@@ -4,6 +4,8 @@ and the decisions that start a trace: signed header, trusted traceparent,
 local sampling, under the rate limit."""
 
 import hmac
+import time
+import uuid
 
 import pytest
 import webob
@@ -406,17 +408,44 @@ def test_rate_limit_on_signed_requests():
     load_settings(max_triggered_traces_per_second=2)
     app, mw = middleware(K1)
     for _ in range(10):
-        request(mw, signed(K1))
+        request(mw, signed(K1, base_id=str(uuid.uuid4())))
     traced = [s for s in app.seen if s is not None]
     assert 2 <= len(traced) <= 3, len(traced)
     assert len(app.seen) == 10  # every request was served
+
+
+def test_a_trace_let_in_is_not_cut_in_half_by_the_rate_limit():
+    """The budget spent, new traces are refused, but the later requests of
+    a trace already let in (a client's POST, then its GET) still join it,
+    borrowing from the next second (never more than a second's worth),
+    and those of a trace refused stay out even once the budget is back."""
+    load_settings(max_triggered_traces_per_second=4)
+    app, mw = middleware(K1)
+    first, second, third, fourth, late = (str(uuid.uuid4())
+                                          for _ in range(5))
+    for base_id in (first, second, third, fourth, late):
+        request(mw, signed(K1, base_id=base_id))
+    assert [s and s["base_id"] for s in app.seen] == [
+        first, second, third, fourth, None]
+    del app.seen[:]
+    time.sleep(0.3)   # budget for one more trace: not for the one refused
+    for base_id in (late, first, second):
+        request(mw, signed(K1, base_id=base_id))
+    assert [s and s["base_id"] for s in app.seen] == [None, first, second]
+    # The debt stops at one second of the rate: a replayed header does not
+    # trace more than the budget, averaged over a couple of seconds.
+    del app.seen[:]
+    for _ in range(10):
+        request(mw, signed(K1, base_id=first))
+    assert 1 <= len([s for s in app.seen if s is not None]) <= 3, app.seen
 
 
 def test_rate_limit_on_trusted_traceparent():
     load_settings(max_sampled_traces_per_second=2, trust_traceparent=True)
     app, mw = middleware(None)
     for _ in range(10):
-        request(mw, {"traceparent": VALID})
+        request(mw, {"traceparent": "00-%s-b7ad6b7169203331-01"
+                     % uuid.uuid4().hex})
     assert 2 <= len([s for s in app.seen if s is not None]) <= 3
 
 

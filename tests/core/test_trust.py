@@ -232,7 +232,9 @@ def test_traceparent_flood_cannot_starve_a_signed_trigger():
     middleware = web.WsgiMiddleware(app, hmac_keys=K1, enabled=True)
     for _ in range(50):
         get(middleware, {"traceparent": TRACEPARENT})
-    assert len([s for s in app.seen if s]) <= 3   # its own budget is spent
+    # Its own budget is spent: two a second, and two more that the trace
+    # it let in borrows from the next second.
+    assert len([s for s in app.seen if s]) <= 4
     get(middleware, signed())
     assert app.seen[-1] == BASE
 

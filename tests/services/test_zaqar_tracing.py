@@ -189,6 +189,36 @@ def test_enabled_false_means_no_span_even_when_signed(start, tmp_path):
     assert "Traceback" not in server.log_text(whole=True)
 
 
+def test_past_the_rate_limit_traces_are_whole_or_absent(
+        start, second_redis_url):
+    """Past ``max_triggered_traces_per_second`` the server refuses whole
+    traces: a client's signed POST and its GET are traced together or not
+    at all, never half a trace."""
+    server = start(second_redis_url,
+                   overrides={"max_triggered_traces_per_second": 2})
+    client = server.client()
+    assert client.create_queue("q1").status_code == 201
+    sent = []
+    for n in range(8):
+        base_id, headers = tracing.signed_headers()
+        sent.append(base_id)
+        assert client.post_messages("q1", [{"body": {"n": n}, "ttl": 300}],
+                                    headers=headers).status_code == 201
+        time.sleep(0.25)   # the budget refills a little between requests
+        assert client.get_messages("q1", echo=True,
+                                   headers=headers).status_code == 200
+        time.sleep(0.25)
+    tracing.wait_for_messages(second_redis_url, sent[0])
+    methods = {base_id: sorted(
+        m["info"]["request"]["method"]
+        for m in tracing.messages(second_redis_url, base_id)
+        if m["name"] == "wsgi-start") for base_id in sent}
+    assert methods[sent[0]] == ["GET", "POST"]
+    assert [] in methods.values(), methods      # the limit refused some
+    assert set(map(tuple, methods.values())) <= {(), ("GET", "POST")}, \
+        methods
+
+
 def test_sighup_applies_a_flag_change_without_a_restart(start, tmp_path):
     store = file_store(tmp_path)
     server = start(store, {"trace_redis": False})
