@@ -247,9 +247,11 @@ def start_servers(stack, workdir, env, overlay, message_url, agent_url,
 
 
 def start_server(stack, directory, name, env, overlay, message_url,
-                 agent_url, osprofiler_url, key):
+                 agent_url, osprofiler_url, key, **options):
+    """A server of configuration ``name``; ``options``: more of
+    stacktrail's ``[profiler]`` options."""
     kwargs = {}
-    profiler = {"connection_string": agent_url, "hmac_keys": key}
+    profiler = dict(options, connection_string=agent_url, hmac_keys=key)
     if name in ("armed", "triggered"):
         kwargs = dict(overlay=overlay,
                       **zaqar.fragment_sections(**profiler))
