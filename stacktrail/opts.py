@@ -118,7 +118,8 @@ STACKTRAIL_OPTS = [
     cfg.FloatOpt("max_triggered_traces_per_second", default=100.0, min=0.0,
                  mutable=True,
                  help="Per-process limit on traces started by a signed "
-                      "osprofiler header or RPC token; 0 means no limit. "
+                      "osprofiler header; 0 means no limit (RPC messages "
+                      "continuing a trace are not counted). "
                       "A trace's first request decides for its later "
                       "ones: those of a trace let in join it (borrowing "
                       "up to a second's budget), those of a trace refused "

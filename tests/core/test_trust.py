@@ -127,6 +127,18 @@ def info(key=K1, base_id=BASE, parent_id=PARENT):
     return {"hmac_key": key, "base_id": base_id, "parent_id": parent_id}
 
 
+def test_rpc_messages_continuing_a_trace_spend_no_budget():
+    """An RPC message carrying a trace signed with our key continues it,
+    whatever this process's budget for new triggered traces: the trace
+    was let in where it entered the cloud."""
+    live(max_triggered=1)
+    for n in range(5):
+        base_id = "00000000-0000-4000-8000-%012d" % n
+        assert propagation.start_from_trace_info(info(K1, base_id=base_id))
+        assert profiler.get().get_base_id() == base_id
+        profiler.clean()
+
+
 def test_trace_info_with_our_key_joins():
     live(keys=K2 + "," + K1)
     assert propagation.start_from_trace_info(info(K1))
