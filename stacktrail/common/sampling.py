@@ -65,9 +65,10 @@ class RateLimiter:
     def _decide(self, trace_id, now, allowed):
         decided = self._decided
         if len(decided) >= FOLLOWED_MAX:
-            for old in [t for t, (at, _) in decided.items()
-                        if now - at >= FOLLOW_SECONDS]:
-                del decided[old]
+            # list() copies in one step: other threads may decide meanwhile
+            for old, (at, _) in list(decided.items()):
+                if now - at >= FOLLOW_SECONDS:
+                    decided.pop(old, None)
             if len(decided) >= FOLLOWED_MAX:
                 decided.clear()
         decided[trace_id] = (now, allowed)

@@ -16,6 +16,7 @@ from stacktrail import profiler
 from stacktrail import web
 from stacktrail.common import ids
 from stacktrail.common import propagation
+from stacktrail.common import sampling
 from stacktrail.common import settings
 from stacktrail.common import signing
 
@@ -438,6 +439,16 @@ def test_a_trace_let_in_is_not_cut_in_half_by_the_rate_limit():
     for _ in range(10):
         request(mw, signed(K1, base_id=first))
     assert 1 <= len([s for s in app.seen if s is not None]) <= 3, app.seen
+
+
+def test_the_rate_limits_memory_of_traces_stays_bounded():
+    """A flood of distinct traces never grows what the limiter keeps
+    beyond its bound, and it keeps deciding."""
+    limiter = sampling.RateLimiter(5)
+    allowed = sum(limiter.allow(str(uuid.uuid4()))
+                  for _ in range(sampling.FOLLOWED_MAX * 2 + 7))
+    assert 5 <= allowed <= 6
+    assert len(limiter._decided) <= sampling.FOLLOWED_MAX
 
 
 def test_rate_limit_on_trusted_traceparent():
