@@ -44,9 +44,6 @@ from _procstat import cpu_seconds, thread_cpu_seconds  # noqa: E402
 import zaqar_overhead  # noqa: E402
 
 
-WARMUP = 100   # rounds, every other one signed
-
-
 def one_round(targets, key, signed, n):
     """POST + GET through the target of that kind: signed with a new trace
     (``triggered``) or not (``armed``); both talk to the same server."""
@@ -99,7 +96,7 @@ def main():
 
         def send(signed, n):
             one_round(targets, key, signed, n)
-        for n in range(WARMUP):   # both kinds
+        for n in range(100):   # warm-up, both kinds
             send(n % 2 == 0, n)
         time.sleep(1.0)
         kinds = {False: [], True: []}
@@ -110,10 +107,11 @@ def main():
         # every point the agent took is in the store before the verdict
         agent.wait_written(agent.status()["received"], timeout=30)
         failures = sum(len(t.failures) for t in targets.values())
-        return report(args, kinds, failures, agent.status())
+        return report(args, kinds, failures, agent.status(),
+                      len(targets[True].trace_ids))
 
 
-def report(args, kinds, failures, status):
+def report(args, kinds, failures, status, signed_rounds):
     medians = {signed: [statistics.median(block[i] for block in blocks)
                         for i in range(3)]
                for signed, blocks in kinds.items()}
@@ -139,8 +137,7 @@ def report(args, kinds, failures, status):
     print("failed requests: %d; agent: received %d, written %d, dropped %s"
           % (failures, status["received"], status["written"],
              status["dropped"] or "{}"))
-    signed = WARMUP // 2 + args.blocks * args.block
-    print("points a signed round: %.1f" % (status["received"] / signed))
+    print("points a signed round: %.1f" % (status["received"] / signed_rounds))
     complete = status["written"] == status["received"]
     return 0 if not failures and not status["dropped"] and complete else 2
 

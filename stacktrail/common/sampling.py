@@ -48,8 +48,7 @@ class RateLimiter:
         self.tokens = min(self.rate,
                           self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        decided = self._decided.get(trace_id) if trace_id is not None \
-            else None
+        decided = self._decided.get(trace_id)   # None is never decided
         if decided is not None and now - decided[0] < FOLLOW_SECONDS:
             if not decided[1] or self.tokens - 1.0 < -self.rate:
                 return False
