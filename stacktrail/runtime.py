@@ -20,7 +20,6 @@ line and leaves it running untraced (or with its previous settings).
 
 import logging
 import os
-import sys
 import threading
 
 from stacktrail import adapters
@@ -153,10 +152,10 @@ def _read_every_option(conf):
 
 def _installed(state, live):
     """{flag: integration on}: a flag's own value, or tracing itself for
-    an integration that carries the trace through a library in use."""
+    an integration that carries the trace through its library (switched
+    on when the service imports that library, see ``integrations``)."""
     return {flag.name: live.flags.get(flag.name, False) or bool(
-        live.enabled and flag.carries and flag.carries in sys.modules)
-        for flag in state.flags()}
+        live.enabled and flag.carries) for flag in state.flags()}
 
 
 def _sink(state, target):

@@ -32,6 +32,7 @@ import importlib
 import logging
 import sys
 
+from stacktrail import integrations
 from stacktrail.common import context
 from stacktrail.integrations import _base
 from stacktrail.integrations import methods
@@ -54,13 +55,8 @@ def lookup(path):
     return getattr(owner, name)
 
 
-def when_imported(module_name, hook):
-    """``hook(module)`` once ``module_name`` is imported (now if it is)."""
-    if module_name in sys.modules:
-        hook(sys.modules[module_name])
-        return
-    import wrapt
-    wrapt.register_post_import_hook(hook, module_name)
+# ``hook(module)`` once a module is imported (now if it is).
+when_imported = integrations.when_imported
 
 
 def after_init(cls, hook, patcher):

@@ -29,19 +29,22 @@ class Flag:
     integration also carries the trace between processes: while tracing is
     on and that library is in use, the integration stays on and the flag
     switches only its spans (off, a callee still joins its caller's
-    trace).  An adapter
+    trace).  ``library``: the module the integration instruments; the
+    integration is switched on when the service imports it, and never
+    imports it for the service.  An adapter
     may name another option that sets a flag's value in its project
     (Zaqar's ``trace_wsgi_transport`` sets ``trace_wsgi``).
     """
 
     def __init__(self, name, default, help, module=None, shared=False,
-                 carries=False):
+                 carries=False, library=None):
         self.name = name
         self.default = default
         self.help = help
         self.module = module
         self.shared = shared
         self.carries = carries
+        self.library = library
 
     def __repr__(self):
         return "Flag(%r)" % self.name
@@ -57,24 +60,25 @@ BUILTIN = (
     Flag("trace_rpc", True,
          "Trace oslo.messaging calls and casts on both sides (the trace is "
          "carried to the server whenever tracing is on).",
-         _integration("rpc"), carries="oslo_messaging"),
+         _integration("rpc"), carries="oslo_messaging",
+         library="oslo_messaging"),
     Flag("trace_drivers", True,
          "Trace calls into storage and backend driver objects.",
          _integration("drivers")),
     Flag("trace_sqlalchemy", False,
          "Add a span for every SQL statement (noisy; parameters are hidden "
          "unless show_sql_parameters).", _integration("sqlalchemy"),
-         shared=True),
+         shared=True, library="sqlalchemy"),
     Flag("trace_requests", False,
          "Add an http span for every call made with requests or "
          "keystoneauth1 and pass the trace to the callee.",
-         _integration("http"), shared=True),
+         _integration("http"), shared=True, library="requests"),
     Flag("trace_redis", False,
          "Add a span for every Redis command (no values).",
-         _integration("redis")),
+         _integration("redis"), library="redis"),
     Flag("trace_mongodb", False,
          "Add a span for every MongoDB command (no documents).",
-         _integration("pymongo")),
+         _integration("pymongo"), library="pymongo"),
     Flag("trace_pooling", False,
          "Trace pool checkouts and pool selection.", _integration("pools")),
 )

@@ -3,9 +3,11 @@
 Which module a flag switches is declared once, in ``common.flags`` (third
 parties add theirs through entry points).  Every integration module has
 ``enable(**options)`` and ``disable()``, both idempotent; ``disable``
-restores exactly what ``enable`` replaced.  Modules are imported only when
-their flag is applied, so a service never imports a client library it does
-not use.
+restores exactly what ``enable`` replaced.  An integration of a client
+library (its flag's ``library``) is switched on when the service imports
+that library, not before: a service never imports a client library for
+tracing's sake (an armed Zaqar on Redis would otherwise carry pymongo's
+hundred-odd modules).
 """
 
 import importlib
@@ -20,6 +22,28 @@ LOG = logging.getLogger(__name__)
 def modules():
     """{flag name: integration module path} of every flag with a module."""
     return {flag.name: flag.module for flag in _flags.every() if flag.module}
+
+
+# flag -> its integration module, switched on once the service imports the
+# flag's library (which it had not when the flag was applied).
+_waiting = {}
+_hooked = set()   # libraries with an import hook
+
+
+def when_imported(module_name, hook):
+    """``hook(module)`` once ``module_name`` is imported (now if it is)."""
+    if module_name in sys.modules:
+        hook(sys.modules[module_name])
+        return
+    import wrapt
+    wrapt.register_post_import_hook(hook, module_name)
+
+
+def _libraries():
+    """{flag name: the library its integration instruments} (the one it
+    carries the trace through, when no other is named)."""
+    return {flag.name: flag.library or flag.carries for flag in _flags.every()
+            if flag.module and (flag.library or flag.carries)}
 
 
 def _asked_for(flag):
@@ -40,14 +64,49 @@ def apply(flags):
     (trace_wsgi belongs to the WSGI middleware) are ignored.  Never raises:
     a library that is not installed or an integration that fails is logged
     and the others still apply.  Returns {flag: enabled} for the flags
-    handled.
+    handled; a flag whose library the service has not imported yet is on
+    (it applies when the library is imported).
     """
     known = modules()
+    libraries = _libraries()
     result = {}
     for flag, wanted in (flags or {}).items():
-        if flag in known:
+        if flag not in known:
+            continue
+        library = libraries.get(flag)
+        if wanted and library and library not in sys.modules:
+            result[flag] = _wait_for(flag, known[flag], library)
+        else:
+            _waiting.pop(flag, None)
             result[flag] = _apply_one(flag, known[flag], bool(wanted))
     return result
+
+
+def _wait_for(flag, path, library):
+    """Switch ``flag`` on when ``library`` is imported; False when it
+    cannot be (not installed, said as a missing library is)."""
+    import importlib.util
+    try:
+        found = importlib.util.find_spec(library) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        return _apply_one(flag, path, True)   # logs the missing library
+    _waiting[flag] = path
+    if library not in _hooked:
+        _hooked.add(library)
+        when_imported(library, _library_imported)
+    return True
+
+
+def _library_imported(module):
+    """The import hook: the flags waiting for this library, switched on
+    (a flag turned off meanwhile is no longer waiting)."""
+    libraries = _libraries()
+    for flag, path in list(_waiting.items()):
+        if libraries.get(flag) == module.__name__ and \
+                _waiting.pop(flag, None) is not None:
+            _apply_one(flag, path, True)
 
 
 def _apply_one(flag, path, wanted):
@@ -73,7 +132,8 @@ def _apply_one(flag, path, wanted):
 
 
 def status():
-    """{flag: enabled} for the integrations imported so far."""
-    return {flag: bool(path in sys.modules and
-                       sys.modules[path].is_enabled())
-            for flag, path in modules().items()}
+    """{flag: enabled} for the integrations imported so far (or waiting
+    for the service to import their library)."""
+    return {flag: flag in _waiting or bool(
+        path in sys.modules and sys.modules[path].is_enabled())
+        for flag, path in modules().items()}

@@ -8,6 +8,7 @@ from stacktrail import integrations
 from stacktrail import notifier
 from stacktrail import profiler
 from stacktrail.integrations import _base
+from tests import fresh_process
 
 
 class Thing:
@@ -149,3 +150,30 @@ def test_carrying_means_a_trace_or_an_untraced_w3c_context_to_send():
         profiler.clean()
 
     contextvars.copy_context().run(check)
+
+
+def test_a_flag_never_imports_its_library_for_the_service():
+    # an armed service that does not use MongoDB never carries pymongo;
+    # once it imports pymongo, its commands are traced
+    assert fresh_process.output(
+        "import sys\n"
+        "from stacktrail import integrations\n"
+        "print(integrations.apply({'trace_mongodb': True}))\n"
+        "print('pymongo' in sys.modules)\n"
+        "import pymongo\n"
+        "from stacktrail.integrations import pymongo as traced\n"
+        "print(traced.is_enabled())\n"
+        "print(integrations.status()['trace_mongodb'])\n"
+    ).split() == ["{'trace_mongodb':", "True}", "False", "True", "True"]
+
+
+def test_a_flag_turned_off_before_its_library_is_imported_stays_off():
+    assert fresh_process.output(
+        "import sys\n"
+        "from stacktrail import integrations\n"
+        "integrations.apply({'trace_redis': True})\n"
+        "integrations.apply({'trace_redis': False})\n"
+        "import redis\n"
+        "print('stacktrail.integrations.redis' in sys.modules)\n"
+        "print(integrations.status()['trace_redis'])\n"
+    ).split() == ["False", "False"]
