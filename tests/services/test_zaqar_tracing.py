@@ -124,6 +124,16 @@ def test_signed_post_and_get_give_one_tree(start, second_redis_url):
     assert SECRET not in text and tracing.KEY not in text
 
 
+def test_a_server_on_redis_never_loads_pymongo(start, second_redis_url):
+    # The fragment turns trace_mongodb on; a Zaqar that keeps its messages
+    # in Redis must not carry pymongo for it (its C extensions show in the
+    # process's memory map once it is imported).
+    server = start(second_redis_url)
+    round_trip(server)
+    maps = Path("/proc/%d/maps" % server.pid).read_text()
+    assert "/bson/_cbson" not in maps and "/pymongo/_cmessage" not in maps
+
+
 # flag -> the spans it alone switches
 FLAG_SPANS = {
     "trace_wsgi_transport": lambda name: name == "wsgi",
