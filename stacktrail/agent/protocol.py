@@ -62,6 +62,7 @@ import ipaddress
 import itertools
 import json
 from json import encoder as _json_encoder
+import operator
 import socket
 import struct
 import sys
@@ -249,6 +250,13 @@ def _array(typecode, values):
     return out.tobytes()
 
 
+def _indexes(table, keys):
+    """``table[key]`` of each key, as a tuple made by one C-level call."""
+    if len(keys) > 1:
+        return operator.itemgetter(*keys)(table)
+    return tuple(map(table.__getitem__, keys))
+
+
 def _encode_v2(project, service, host, batch):
     """Version 2 payload of a batch of raw points.
 
@@ -270,8 +278,7 @@ def _encode_v2(project, service, host, batch):
             raise TypeError("bad point name")
     name_index = dict(zip(name_list, itertools.count()))
     wide = len(name_list) > 0xFFFF
-    name_bytes = _array("I" if wide else "H",
-                        map(name_index.__getitem__, names))
+    name_bytes = _array("I" if wide else "H", _indexes(name_index, names))
     phase_bytes = bytes(phases)
     if phase_bytes.strip(b"\x00\x01"):
         raise ValueError("bad phase")
@@ -289,7 +296,7 @@ def _encode_v2(project, service, host, batch):
         table = _text_ids(distinct)
         head = _U32X2.pack(len(distinct), len(table))
     index = dict(zip(distinct, itertools.count()))
-    ids_bytes = head + table + _array("I", map(index.__getitem__, all_ids))
+    ids_bytes = head + table + _array("I", _indexes(index, all_ids))
     # infos, each encoded once, all in one call
     if not _TYPES_OK.issuperset(map(type, infos)):
         for info in infos:
