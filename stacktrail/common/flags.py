@@ -29,9 +29,10 @@ class Flag:
     integration also carries the trace between processes: while tracing is
     on and that library is in use, the integration stays on and the flag
     switches only its spans (off, a callee still joins its caller's
-    trace).  ``library``: the module the integration instruments; the
-    integration is switched on when the service imports it, and never
-    imports it for the service.  An adapter
+    trace).  ``library``: the module the integration instruments (by
+    default the one it carries the trace through); the integration is
+    switched on when the service imports it, and never imports it for the
+    service.  An adapter
     may name another option that sets a flag's value in its project
     (Zaqar's ``trace_wsgi_transport`` sets ``trace_wsgi``).
     """
@@ -44,7 +45,7 @@ class Flag:
         self.module = module
         self.shared = shared
         self.carries = carries
-        self.library = library
+        self.library = library or carries or None
 
     def __repr__(self):
         return "Flag(%r)" % self.name
@@ -60,8 +61,7 @@ BUILTIN = (
     Flag("trace_rpc", True,
          "Trace oslo.messaging calls and casts on both sides (the trace is "
          "carried to the server whenever tracing is on).",
-         _integration("rpc"), carries="oslo_messaging",
-         library="oslo_messaging"),
+         _integration("rpc"), carries="oslo_messaging"),
     Flag("trace_drivers", True,
          "Trace calls into storage and backend driver objects.",
          _integration("drivers")),

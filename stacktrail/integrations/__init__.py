@@ -24,8 +24,8 @@ def modules():
     return {flag.name: flag.module for flag in _flags.every() if flag.module}
 
 
-# flag -> its integration module, switched on once the service imports the
-# flag's library (which it had not when the flag was applied).
+# flag -> (its integration module, its library): switched on once the
+# service imports the library (which it had not when the flag was applied).
 _waiting = {}
 _hooked = set()   # libraries with an import hook
 
@@ -37,13 +37,6 @@ def when_imported(module_name, hook):
         return
     import wrapt
     wrapt.register_post_import_hook(hook, module_name)
-
-
-def _libraries():
-    """{flag name: the library its integration instruments} (the one it
-    carries the trace through, when no other is named)."""
-    return {flag.name: flag.library or flag.carries for flag in _flags.every()
-            if flag.module and (flag.library or flag.carries)}
 
 
 def _asked_for(flag):
@@ -68,7 +61,7 @@ def apply(flags):
     (it applies when the library is imported).
     """
     known = modules()
-    libraries = _libraries()
+    libraries = {flag.name: flag.library for flag in _flags.every()}
     result = {}
     for flag, wanted in (flags or {}).items():
         if flag not in known:
@@ -92,7 +85,7 @@ def _wait_for(flag, path, library):
         found = False
     if not found:
         return _apply_one(flag, path, True)   # logs the missing library
-    _waiting[flag] = path
+    _waiting[flag] = (path, library)
     if library not in _hooked:
         _hooked.add(library)
         when_imported(library, _library_imported)
@@ -102,9 +95,8 @@ def _wait_for(flag, path, library):
 def _library_imported(module):
     """The import hook: the flags waiting for this library, switched on
     (a flag turned off meanwhile is no longer waiting)."""
-    libraries = _libraries()
-    for flag, path in list(_waiting.items()):
-        if libraries.get(flag) == module.__name__ and \
+    for flag, (path, library) in list(_waiting.items()):
+        if library == module.__name__ and \
                 _waiting.pop(flag, None) is not None:
             _apply_one(flag, path, True)
 

@@ -59,3 +59,20 @@ def test_entry_points_that_cannot_be_read_are_logged(caplog):
                                  str, manager=Broken()) == ()
     assert "could not load the stacktrail.flags entry points: bad " \
         "metadata" in caplog.text
+
+
+def test_a_flag_whose_library_is_not_installed_logs_one_line(installed,
+                                                             caplog):
+    # asked for in the config, its library absent: said once, and the
+    # flag reports off instead of waiting for an import that cannot come
+    from stacktrail import integrations
+    installed(flags.Flag("trace_kafka", False, "Trace Kafka sends.",
+                         module="stacktrail_kafka_tracing",
+                         library="no_such_kafka_library"))
+    with caplog.at_level(logging.WARNING):
+        assert integrations.apply({"trace_kafka": True}) == \
+            {"trace_kafka": False}
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "trace_kafka is on but its library is " \
+        "missing" in lines[0], lines
+    assert integrations.status()["trace_kafka"] is False

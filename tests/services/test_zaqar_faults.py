@@ -98,9 +98,7 @@ def _traced_server(directory, store, message_store, env, overlay,
     # the per-process limit on triggered traces is not under test here.
     overrides = dict({"max_triggered_traces_per_second": 0},
                      **(overrides or {}))
-    path = directory / "overrides.conf"
-    path.write_text(zaqar.render_conf({"profiler": overrides}))
-    extra = [FRAGMENT, path]
+    extra = [FRAGMENT, zaqar.write_overrides(directory, overrides)]
     return zaqar.zaqar_server(
         directory, message_store, env=env, overlay=overlay,
         extra_conf_files=extra,

@@ -39,7 +39,7 @@ def start(tmp_path, redis_url, zaqar_env, stacktrail_overlay):
         else:
             extra, sections = [FRAGMENT], {"profiler": profiler}
         if overrides is not None:
-            extra.append(write_overrides(directory, overrides))
+            extra.append(zaqar.write_overrides(directory, overrides))
         server = zaqar.zaqar_server(
             directory, message_store, env=zaqar_env,
             overlay=stacktrail_overlay, extra_conf_files=extra,
@@ -50,12 +50,6 @@ def start(tmp_path, redis_url, zaqar_env, stacktrail_overlay):
     yield start
     for server in running:
         server.__exit__(None, None, None)
-
-
-def write_overrides(directory, overrides):
-    path = Path(directory) / "overrides.conf"
-    path.write_text(zaqar.render_conf({"profiler": overrides}))
-    return path
 
 
 def round_trip(server, queue="q1"):
@@ -236,7 +230,7 @@ def test_sighup_applies_a_flag_change_without_a_restart(start, tmp_path):
     assert "redis" not in tracing.span_names(
         tracing.wait_for_messages(store, first))
 
-    write_overrides(tmp_path / "server0", {"trace_redis": True})
+    zaqar.write_overrides(tmp_path / "server0", {"trace_redis": True})
     pid = server.pid
     server.signal(signal.SIGHUP)
     deadline = time.monotonic() + 10

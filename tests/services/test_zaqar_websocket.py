@@ -66,9 +66,7 @@ def websocket_server(tmp_path, redis_url, zaqar_env, stacktrail_overlay):
                             env=zaqar_env)
         files = [conf, FRAGMENT]
         if overrides:
-            extra = directory / "overrides.conf"
-            extra.write_text(zaqar.render_conf({"profiler": overrides}))
-            files.append(extra)
+            files.append(zaqar.write_overrides(directory, overrides))
         server = zaqar.WebsocketServer(files, env=zaqar_env,
                                        overlay=stacktrail_overlay)
         running.append(server)

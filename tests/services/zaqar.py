@@ -196,6 +196,14 @@ def fragment_sections(path=FRAGMENT, **profiler):
     return sections
 
 
+def write_overrides(directory, overrides):
+    """``directory``/overrides.conf holding ``[profiler]`` ``overrides``
+    (to follow the fragment on the command line); its path."""
+    path = Path(directory) / "overrides.conf"
+    path.write_text(render_conf({"profiler": overrides}))
+    return path
+
+
 def render_conf(conf):
     """oslo.config INI text from ``{section: {option: value}}``."""
     lines = []

@@ -59,9 +59,7 @@ def server(tmp_path, redis_url, second_redis_url, zaqar_env,
         directory.mkdir()
         extra = [FRAGMENT]
         if overrides:
-            path = directory / "overrides.conf"
-            path.write_text(zaqar.render_conf({"profiler": overrides}))
-            extra.append(path)
+            extra.append(zaqar.write_overrides(directory, overrides))
         context = zaqar.zaqar_server(
             directory, redis_url, env=zaqar_env, overlay=stacktrail_overlay,
             extra_conf_files=extra,
