@@ -1,6 +1,8 @@
-"""What a Cinder volume's life costs with tracing off, armed, triggered and osprofiler.
+"""What a Cinder volume's life costs with tracing off, armed, triggered and \
+osprofiler.
 
-    .venv/bin/python benchmarks/cinder_overhead.py [--rounds N] [--iterations N]
+    .venv/bin/python benchmarks/cinder_overhead.py [--rounds N]
+        [--iterations N]
 
 Cinder 29 in its own functional harness (tests/services/cinder.py: the
 API, the scheduler and the volume service in one eventlet process, fake RPC
@@ -715,7 +717,7 @@ def report(service, args, configs, elapsed, busy_cores, agent_cpu,
         "%s %s" % (c.name, " ".join(
             "%.0f" % (statistics.median(r[p] for r in c.rows) * 1e3)
             for p in service.phases)) for c in configs)
-        + "  (%s)" % "/".join(service.phases))
+          + "  (%s)" % "/".join(service.phases))
     print()
     ok = verdicts(ratios, intervals, TARGETS, 36,
                   "CPU / off CPU, paired" if together else "p50 / off p50")

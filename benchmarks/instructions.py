@@ -1,4 +1,5 @@
-"""What tracing armed costs a Cinder or Nova lifecycle, counted in instructions.
+"""What tracing armed costs a Cinder or Nova lifecycle, counted in \
+instructions.
 
     .venv/bin/python benchmarks/instructions.py nova [--lifecycles 3]
         [--configs off,armed,disabled] [--parallel 2] [--keep DIR]

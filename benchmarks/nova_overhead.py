@@ -1,4 +1,5 @@
-"""What a Nova server's life costs with tracing off, armed, triggered and osprofiler.
+"""What a Nova server's life costs with tracing off, armed, triggered and \
+osprofiler.
 
     .venv/bin/python benchmarks/nova_overhead.py [--rounds N] [--iterations N]
 
@@ -37,11 +38,12 @@ By default the processes of a round run each turn's lifecycle at once on
 one core and are compared by CPU time per lifecycle, turn by turn
 (``--schedule together``; cinder_overhead.py says why).  Targets: armed
 <= 1.01 x off, triggered <= 1.05 x off; osprofiler for comparison.
-Checked at the end: every triggered trace id is in the agent's store, a sample is complete (both ``wsgi`` spans, the driver's
-``spawn`` and ``destroy``, no span left open), a sample of the osprofiler
-traces has both ``wsgi`` spans, the agent dropped nothing.  Exit status 0:
-targets met; 1: a target missed; 2: a test process failed or a trace is
-missing.  About 14 minutes with the defaults.
+Checked at the end: every triggered trace id is in the agent's store, a
+sample is complete (both ``wsgi`` spans, the driver's ``spawn`` and
+``destroy``, no span left open), a sample of the osprofiler traces has both
+``wsgi`` spans, the agent dropped nothing.  Exit status 0: targets met; 1:
+a target missed; 2: a test process failed or a trace is missing.  About 14
+minutes with the defaults.
 """
 
 import os

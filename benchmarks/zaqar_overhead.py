@@ -1,4 +1,5 @@
-"""What a Zaqar user waits for, with tracing off, armed, triggered and osprofiler.
+"""What a Zaqar user waits for, with tracing off, armed, triggered and \
+osprofiler.
 
     .venv/bin/python benchmarks/zaqar_overhead.py [--rounds N] [--warmup N]
 
@@ -42,12 +43,12 @@ of off's process k in the same block) and add their CPU.
 
 Printed per configuration: p50 and p99 of the round latency (POST + GET)
 and their ratio to ``off`` (with a 95 % bootstrap interval of the p50
-ratio, resampling the pairs of processes, then their rounds), the median of the per-round ratios (paired),
-and the server's CPU time (utime + stime of all its threads, from
-/proc/<pid>/stat) per request and its ratio; the agent's CPU per triggered
-request on a line of its own, and how busy the machine was.  Targets:
-armed p50 <= 1.005 x off, triggered p50 <= 1.05 x off; osprofiler is shown
-for comparison.
+ratio, resampling the pairs of processes, then their rounds), the median of
+the per-round ratios (paired), and the server's CPU time (utime + stime of
+all its threads, from /proc/<pid>/stat) per request and its ratio; the
+agent's CPU per triggered request on a line of its own, and how busy the
+machine was.  Targets: armed p50 <= 1.005 x off, triggered p50 <= 1.05 x
+off; osprofiler is shown for comparison.
 
 Checked while measuring: every response is 201 (POST) or 200 (GET), every
 triggered trace is in the agent's store with its two ``wsgi`` spans (all of
@@ -193,7 +194,8 @@ def check_traces(url, trace_ids, timeout):
         for base_id in pending:
             found = driver.get_messages(base_id)
             names = [m["name"] for m in found]
-            if names.count("wsgi-start") == 2 and names.count("wsgi-stop") == 2:
+            if (names.count("wsgi-start") == 2
+                    and names.count("wsgi-stop") == 2):
                 points[base_id] = len(found)
             else:
                 still.append(base_id)

@@ -84,7 +84,6 @@ OSPROFILER_OPTS = [
 ]
 
 
-
 def flag_opt(flag):
     """The ``[profiler]`` option of a ``common.flags.Flag``."""
     kind = SharedBoolOpt if flag.shared else cfg.BoolOpt

@@ -10,8 +10,6 @@ later, off the request thread.
 When no trace is active every entry point returns after one context lookup.
 """
 
-import functools
-
 from stacktrail import notifier as _notifier
 from stacktrail.common import context as _context
 from stacktrail.common import ids as _ids

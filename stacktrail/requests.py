@@ -10,3 +10,6 @@ from stacktrail.integrations.http import enable  # noqa: F401
 from stacktrail.integrations.http import instrument_session  # noqa: F401
 from stacktrail.integrations.http import is_enabled  # noqa: F401
 from stacktrail.integrations.http import uninstrument_session  # noqa: F401
+
+__all__ = ["disable", "enable", "instrument_session", "is_enabled",
+           "uninstrument_session"]

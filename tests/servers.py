@@ -135,8 +135,9 @@ def _spawn(cmd, workdir, env=None, user=None):
     log = open(workdir / "out.log", "ab")
     try:
         return subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=workdir, env=env, start_new_session=True)
+            cmd, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, cwd=workdir, env=env,
+            start_new_session=True)
     finally:
         log.close()
 
@@ -146,7 +147,8 @@ def _run(cmd, workdir, user=None, env=None, timeout=120):
     if user is not None and os.geteuid() == 0:
         cmd = ["runuser", "-u", user, "--"] + cmd
     res = subprocess.run(cmd, cwd=workdir, env=env, timeout=timeout,
-                         stdin=subprocess.DEVNULL, capture_output=True, text=True)
+                         stdin=subprocess.DEVNULL, capture_output=True,
+                         text=True)
     if res.returncode != 0:
         tail = (res.stdout + res.stderr).strip()[-600:]
         raise ServerUnavailable(f"{cmd[0]} failed ({res.returncode}): {tail}")
@@ -279,7 +281,8 @@ def start_mysql():
          workdir)
     proc = _spawn([server, "--no-defaults", f"--datadir={datadir}",
                    f"--port={port}", f"--bind-address={HOST}",
-                   f"--socket={workdir}/my.sock", f"--pid-file={workdir}/my.pid",
+                   f"--socket={workdir}/my.sock",
+                   f"--pid-file={workdir}/my.pid",
                    "--user=root", "--skip-log-bin",
                    "--innodb-buffer-pool-size=32M"], workdir)
     return _wait_ready(Server("mysql", port, proc, workdir), mysql_ready)
@@ -289,7 +292,8 @@ def start_rabbit():
     # The Debian wrapper in /usr/sbin switches to the rabbitmq user and
     # drops our environment, so call the real script directly.
     script = _binary("rabbitmq-server-real",
-                     "/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/rabbitmq-server")
+                     "/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/"
+                     "rabbitmq-server")
     port, dist_port, workdir = free_port(), free_port(), _workdir("mq")
     # Own config files: the system ones pin the listener to 5672 and the
     # node name to rabbit@localhost, and may enable plugins with fixed ports.
@@ -346,7 +350,8 @@ def ensure(name):
     except ServerUnavailable:
         raise
     except Exception as exc:  # missing client library, unexpected OSError
-        raise ServerUnavailable(f"{name}: {type(exc).__name__}: {exc}") from exc
+        raise ServerUnavailable(
+            f"{name}: {type(exc).__name__}: {exc}") from exc
 
 
 # --- per-test resources -------------------------------------------------

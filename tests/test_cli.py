@@ -156,7 +156,7 @@ def test_show_under_a_profiler_ends_normally(trace_file, tmp_path):
 
 
 def test_show_called_as_a_library_leaves_the_collector_on(trace_file,
-                                                         capsys):
+                                                          capsys):
     """Only the console command, which ends once its report is written,
     leaves the cyclic collector off; a caller of ``main`` keeps it."""
     import gc

@@ -43,7 +43,8 @@ def configure(service, key):
 
 def api_b(environ, start_response):
     from stacktrail import profiler
-    with profiler.Trace("db", info={"db": {"statement": "SELECT * FROM items"}}):
+    statement = {"db": {"statement": "SELECT * FROM items"}}
+    with profiler.Trace("db", info=statement):
         time.sleep(0.02)
     start_response("200 OK", [("Content-Type", "application/json")])
     return [b'{"items": [1, 2, 3]}']
@@ -54,7 +55,8 @@ def api_a(environ, start_response):
     from stacktrail import profiler
     port_b = os.environ["DEMO_PORT_B"]
     for path in ("/items", "/items?page=2"):
-        requests.get("http://127.0.0.1:%s%s" % (port_b, path)).raise_for_status()
+        url = "http://127.0.0.1:%s%s" % (port_b, path)
+        requests.get(url).raise_for_status()
     with profiler.Trace("compute"):
         time.sleep(0.01)
     start_response("200 OK", [("Content-Type", "application/json")])
@@ -129,8 +131,8 @@ def main():
     from stacktrail import notifier
     notifier.get().flush(5)
     step("reading the trace back with 'stacktrail trace show'")
-    print("Trace %s through api-a and api-b, stored in %s\n" % (base_id,
-                                                                 STORE))
+    print("Trace %s through api-a and api-b, stored in %s\n"
+          % (base_id, STORE))
     cli = os.path.join(os.path.dirname(sys.executable), "stacktrail")
     return subprocess.call([cli, "trace", "show", base_id,
                             "--connection-string", STORE])

@@ -59,4 +59,3 @@ def _is_the_services(conf):
         return True
     from stacktrail import runtime
     return bool(getattr(conf, "project", None)) and not runtime.active()
-

@@ -82,7 +82,7 @@ def installed():
     return bool(_installed)
 
 
-# --- osprofiler.profiler.init and trace_cls ---------------------------------------
+# --- osprofiler.profiler.init and trace_cls ----------------------------------
 
 def init(hmac_key, base_id=None, parent_id=None):
     """osprofiler's ``init`` at a project's call site (its RPC serializer,
@@ -136,7 +136,7 @@ def trace_cls(name, info=None, hide_args=False, hide_result=True,
     return decorator
 
 
-# --- osprofiler.sqlalchemy and osprofiler.requests ------------------------------
+# --- osprofiler.sqlalchemy and osprofiler.requests ---------------------------
 # The trace_sqlalchemy and trace_requests flags cover every engine and every
 # session: the per-object calls have nothing left to add.
 

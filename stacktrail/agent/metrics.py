@@ -338,7 +338,7 @@ _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed",
 def _http(code, kind, body, head=False):
     header = ("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
               "Connection: close\r\n\r\n" % (code, _REASONS[code], kind,
-                                              len(body)))
+                                             len(body)))
     return header.encode() + (b"" if head else body)
 
 

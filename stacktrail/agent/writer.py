@@ -58,8 +58,6 @@ def backend_key(connection_string):
     return hashlib.sha1(connection_string.encode()).hexdigest()[:12]
 
 
-
-
 def _leading_run(records):
     """The first records of ``records`` that share one origin."""
     origin = records[0].decoded.origin
@@ -190,7 +188,8 @@ class Writer:
 
     def status(self):
         return {"name": self.name,
-                "connection_string": logtext.mask_passwords(self.connection_string),
+                "connection_string": logtext.mask_passwords(
+                    self.connection_string),
                 "state": self.state, "written": self.written,
                 "writes": self.writes,
                 "backend_errors": self.backend_errors,

@@ -77,7 +77,8 @@ def load_config(config_files):
         raise CLIError("config file not found or unreadable: %s"
                        % ", ".join(exc.config_files)) from None
     except cfg.Error as exc:
-        raise CLIError("bad config file: %s" % logtext.one_line(exc, with_type=False)) from None
+        raise CLIError("bad config file: %s"
+                       % logtext.one_line(exc, with_type=False)) from None
     return conf
 
 
@@ -118,7 +119,8 @@ def open_driver(args):
         raise CLIError(logtext.one_line(exc, with_type=False)) from None
     except Exception as exc:
         raise CLIError("cannot use %s: %s"
-                       % (where, logtext.one_line(exc, with_type=False))) from None
+                       % (where,
+                          logtext.one_line(exc, with_type=False))) from None
 
 
 def within(timeout, what, call, *args):
@@ -266,7 +268,8 @@ def report_from_store(base_id, args):
         raise
     except Exception as exc:
         raise CLIError("cannot read trace %s from %s: %s"
-                       % (base_id, where, logtext.one_line(exc, with_type=False))) from None
+                       % (base_id, where,
+                          logtext.one_line(exc, with_type=False))) from None
     finally:
         _close(driver, args.timeout)
     _warn_skipped(driver)
@@ -916,7 +919,8 @@ def main(argv=None):
         if args.debug:
             raise
         print("%s: error: %s: %s" % (PROG, type(exc).__name__,
-                                     logtext.one_line(exc, with_type=False)), file=sys.stderr)
+                                     logtext.one_line(exc, with_type=False)),
+              file=sys.stderr)
     return 1
 
 

@@ -28,4 +28,5 @@ def parse_timestamp(text):
     import calendar
     head, _, frac = text.partition(".")
     seconds = calendar.timegm(time.strptime(head, "%Y-%m-%dT%H:%M:%S"))
-    return seconds * 1_000_000_000 + int((frac or "0").ljust(6, "0")[:6]) * 1000
+    return (seconds * 1_000_000_000
+            + int((frac or "0").ljust(6, "0")[:6]) * 1000)

@@ -65,7 +65,8 @@ def to_uuid(value):
         if len(_texts) >= _TEXTS_MAX:
             _texts.clear()
         h = "%032x" % value
-        text = _texts[value] = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        text = _texts[value] = (f"{h[:8]}-{h[8:12]}-{h[12:16]}-"
+                                f"{h[16:20]}-{h[20:]}")
     return text
 
 

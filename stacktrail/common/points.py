@@ -45,7 +45,8 @@ def from_message(message):
     """The raw point of an osprofiler message (inverse of ``to_message``)."""
     full = message["name"]
     phase = STOP if full.endswith("-stop") else START
-    name = full[: -len(SUFFIX[phase])] if full.endswith(SUFFIX[phase]) else full
+    name = (full[: -len(SUFFIX[phase])] if full.endswith(SUFFIX[phase])
+            else full)
     return (name, phase, message["base_id"], message["parent_id"],
             message["trace_id"], clock.parse_timestamp(message["timestamp"]),
             message.get("info") or {})

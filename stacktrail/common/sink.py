@@ -54,8 +54,8 @@ class CallableSink(Sink):
             # Tracing never raises into the service it traces.
             import logging  # not on the import path of the profiler
             self.dropped += 1
-            logging.getLogger(__name__).debug("stacktrail: notifier %r failed", self.fn,
-                      exc_info=True)
+            logging.getLogger(__name__).debug(
+                "stacktrail: notifier %r failed", self.fn, exc_info=True)
         finally:
             context.emitting.reset(reset)
 

@@ -46,6 +46,7 @@ def is_traced(fn):
     """True for a marked wrapper, or a method bound to one."""
     return bool(getattr(getattr(fn, "__func__", fn), TRACED, False))
 
+
 _TEMPLATE = """\
 def {name}({params}):
     if _st_current() is None:

@@ -458,11 +458,13 @@ def require(module, extra):
         return importlib.import_module(module)
     except ImportError:
         raise DriverError("the %s store needs %s: pip install "
-                          "'stacktrail[%s]'" % (extra, module, extra)) from None
+                          "'stacktrail[%s]'"
+                          % (extra, module, extra)) from None
 
 
 def scheme_of(connection_string):
-    if not isinstance(connection_string, str) or "://" not in connection_string:
+    if (not isinstance(connection_string, str)
+            or "://" not in connection_string):
         raise DriverError("bad connection string %r: expected scheme://..."
                           % (connection_string,))
     return connection_string.split("://", 1)[0].lower()

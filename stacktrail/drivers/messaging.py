@@ -276,9 +276,9 @@ class MessagingDriver(base.Driver):
             channel.confirm_select()
             yield channel
         except (OSError, amqp.exceptions.AMQPError) as exc:
-            raise base.DriverError("messaging: reading queue %s at %s "
-                                   "failed: %s" % (self.queue, address,
-                                                   logtext.one_line(exc))) from None
+            raise base.DriverError(
+                "messaging: reading queue %s at %s failed: %s"
+                % (self.queue, address, logtext.one_line(exc))) from None
         finally:
             if connection is not None:
                 with contextlib.suppress(Exception):
@@ -359,4 +359,3 @@ class _Scan:
                             **properties)
         # Confirmed: the copy is in the queue before the original is acked.
         self.channel.basic_publish(copy, exchange="", routing_key=self.queue)
-

@@ -162,10 +162,9 @@ def _db_number(path, connection_str):
     db = path.strip("/")
     if db and not db.isdigit():
         raise base.DriverError("bad redis database %r in %s (expected a "
-                               "number)" % (db, logtext.mask_passwords(connection_str)))
+                               "number)"
+                               % (db, logtext.mask_passwords(connection_str)))
     return int(db or 0)
-
-
 
 
 class RedisDriver(base.Driver):
@@ -205,8 +204,9 @@ class RedisDriver(base.Driver):
         try:
             port = url.port
         except ValueError:
-            raise base.DriverError("bad port in %s"
-                                   % logtext.mask_passwords(self.connection_str)) from None
+            raise base.DriverError(
+                "bad port in %s"
+                % logtext.mask_passwords(self.connection_str)) from None
         if not url.hostname:
             raise base.DriverError("redis:// needs a host, e.g. "
                                    "redis://127.0.0.1:6379/0")
@@ -528,7 +528,7 @@ def _batch_id(blob, source, origin):
         else:
             digest = hashlib.sha1(json.dumps([origin, len(clocks)]).encode())
             digest.update("\n".join(traces).encode("utf-8",
-                                                    "surrogatepass"))
+                                                   "surrogatepass"))
             digest.update(bytes(phases))
             digest.update(clocks)
             return digest.hexdigest()[:32]
@@ -598,6 +598,7 @@ class RedisSentinelDriver(RedisDriver):
         host, _, port = text.rpartition(":")
         if not host or not port.isdigit():
             raise base.DriverError("bad sentinel address %r in %s (expected "
-                                   "host:port)" % (text, logtext.mask_passwords(
+                                   "host:port)"
+                                   % (text, logtext.mask_passwords(
                                        self.connection_str)))
         return host.strip("[]"), int(port)

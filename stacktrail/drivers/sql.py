@@ -159,7 +159,8 @@ class SQLDriver(base.Driver):
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError,
                 ValueError) as exc:
             raise base.DriverError("bad SQL connection string %s: %s" % (
-                logtext.mask_passwords(self.connection_str), logtext.one_line(exc, with_type=False))) from None
+                logtext.mask_passwords(self.connection_str),
+                logtext.one_line(exc, with_type=False))) from None
         self.where = engine.url.render_as_string(hide_password=True)
         self._watched = backend != "sqlite"
         self._backend = backend
@@ -261,7 +262,8 @@ class SQLDriver(base.Driver):
             yield
         except self.sa.exc.SQLAlchemyError as exc:
             raise base.DriverError("SQL store %s: %s" % (
-                self.where, logtext.one_line(getattr(exc, "orig", None) or exc,
+                self.where,
+                logtext.one_line(getattr(exc, "orig", None) or exc,
                                  with_type=False))
             ) from None
 

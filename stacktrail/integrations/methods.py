@@ -180,7 +180,7 @@ def _coroutine(fn, name, gate, start_info):
     return wrapper
 
 
-# --- what to trace -------------------------------------------------------------
+# --- what to trace -----------------------------------------------------------
 
 def _selected(attr_name, methods, private):
     if methods is not None:

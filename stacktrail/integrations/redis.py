@@ -1,4 +1,5 @@
-"""Redis commands and pipelines as ``redis`` spans (redis-py, sync and asyncio).
+"""Redis commands and pipelines as ``redis`` spans (redis-py, sync and \
+asyncio).
 
 Scope: ``enable()`` patches the client classes (every client, also the ones
 created before); ``instrument_client(client)`` one client (and the

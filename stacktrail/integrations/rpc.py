@@ -1,4 +1,5 @@
-"""oslo.messaging: RPC calls as ``rpc`` spans, the trace carried in the context.
+"""oslo.messaging: RPC calls as ``rpc`` spans, the trace carried in the \
+context.
 
 On the wire the trace travels in the request context dict, under the key
 OpenStack services use with osprofiler::
@@ -72,7 +73,7 @@ _untraced = propagation.untraced
 _managed = contextvars.ContextVar("stacktrail_rpc_managed", default=False)
 
 
-# --- the context dict ----------------------------------------------------------
+# --- the context dict --------------------------------------------------------
 
 def _signed_default():
     return bool(settings.current.rpc_signed_trace_info)
@@ -189,7 +190,7 @@ def _joined(ctxt, writer, fn, args, kwargs):
         profiler.clean()
 
 
-# --- serializer wrapper --------------------------------------------------------
+# --- serializer wrapper ------------------------------------------------------
 
 class TraceSerializer(om_serializer.Serializer):
     """Wraps a service's serializer to carry the trace in the context."""
@@ -229,7 +230,7 @@ class TraceSerializer(om_serializer.Serializer):
             _base.guard("rpc", extract, ctxt)
 
 
-# --- automatic instrumentation -------------------------------------------------
+# --- automatic instrumentation -----------------------------------------------
 
 def _span_info(target, method, call_type):
     rpc = {"method": method, "type": call_type, "topic": target.topic}

@@ -83,7 +83,7 @@ def render(report, show_noise=False):
                 parent_node["info"]["finished_us"]:
             style.append("style=dashed")
         out.append("  %s -> %s%s;" % (parent, ids[id(child)],
-                                     " [%s]" % ", ".join(style)
-                                     if style else ""))
+                                      " [%s]" % ", ".join(style)
+                                      if style else ""))
     out.append("}")
     return "\n".join(out) + "\n"

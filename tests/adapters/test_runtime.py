@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import pytest
 from oslo_config import cfg
 
 from stacktrail import adapters
@@ -108,8 +107,9 @@ def test_reload_applies_changes_and_keeps_one_hook(tmp_path):
 
 
 def test_bad_profiler_section_logs_one_line_and_runs(tmp_path, caplog):
-    conf, _ = _conf(tmp_path, "[profiler]\nenabled = true\n"
-                               "sampling_rate = 7\n")
+    conf, _ = _conf(tmp_path,
+                    "[profiler]\nenabled = true\n"
+                    "sampling_rate = 7\n")
     initializer.init_from_conf(conf, None, "demo", "api", "h")
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "sampling_rate" in errors[0].getMessage()

@@ -65,7 +65,8 @@ def test_declarations_apply_when_the_module_is_imported(service, trace,
         "message_controller-start", "message_controller-stop"]
     patcher.restore()
     assert module.load("x") is None
-    assert not hasattr(module.MessageController(None), "_stacktrail_traced_methods")
+    assert not hasattr(module.MessageController(None),
+                       "_stacktrail_traced_methods")
 
 
 def test_flag_gate_follows_the_live_settings(service, trace, recorder,
@@ -93,7 +94,7 @@ def test_a_failing_declaration_is_logged_and_the_service_runs(
 
 
 def test_a_fixed_description_traces_every_object_created(service, trace,
-                                                          recorder):
+                                                         recorder):
     patcher = _base.Patcher()
     toolkit.TraceCreated(service + ":ControllerBase",
                          ("driver", None)).register(patcher)

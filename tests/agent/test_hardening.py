@@ -35,7 +35,7 @@ UNIT = os.path.join(harness.ROOT, "stacktrail", "agent",
                     "stacktrail-agent.service")
 
 
-# --- helpers ------------------------------------------------------------------
+# --- helpers -----------------------------------------------------------------
 
 def _nofile(soft, hard):
     def limit():
@@ -103,7 +103,7 @@ def _wait_stored(redis_url, batch, timeout=20):
                      what="%d points stored" % len(batch))
 
 
-# --- descriptors, idle and slow clients, the metrics port ----------------------
+# --- descriptors, idle and slow clients, the metrics port --------------------
 
 def test_descriptor_exhaustion_neither_spins_nor_floods(agents, redis_url):
     """Soft and hard descriptor limit 128, 300 idle connections: the agent
@@ -263,7 +263,7 @@ def test_unit_sets_limit_nofile_and_the_agent_raises_its_soft_limit(
     assert status["max_connections"] == 1024
 
 
-# --- poison records --------------------------------------------------------------
+# --- poison records ----------------------------------------------------------
 
 def _poison(now):
     base_id = ids.new_id()
@@ -353,7 +353,7 @@ def test_a_point_refused_for_good_goes_to_the_dead_letter_file(
     assert agent.status()["backends"][0]["backend_errors"] == 0
 
 
-# --- a full disk -------------------------------------------------------------------
+# --- a full disk -------------------------------------------------------------
 
 @pytest.fixture
 def small_disk(workdir):
@@ -434,7 +434,7 @@ def test_full_disk_is_counted_freed_and_loses_nothing_accepted(
     driver.close()
 
 
-# --- damaged and planted spool files -------------------------------------------------
+# --- damaged and planted spool files -----------------------------------------
 
 def _records(path):
     """(start, payload start, length, n_points) of each record of a
@@ -506,7 +506,7 @@ def test_damaged_and_planted_spool_files(agents, throwaway_redis):
     driver.close()
 
 
-# --- trust: the spool directory and the listen path ---------------------------------
+# --- trust: the spool directory and the listen path --------------------------
 
 @pytest.fixture(scope="module")
 def other_user():
@@ -621,7 +621,7 @@ def test_listen_path_must_be_a_socket_and_private(workdir, redis_url,
     assert os.stat(_socket_path(agent)).st_mode & 0o777 == 0o666
 
 
-# --- an agent restart under load ------------------------------------------------------
+# --- an agent restart under load ---------------------------------------------
 
 def test_agent_restart_of_five_seconds_at_1000_points_per_second_loses_nothing(
         agents, redis_url):

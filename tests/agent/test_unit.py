@@ -121,4 +121,3 @@ def test_without_a_config_file_one_line(workdir):
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "no config file" in done.stderr
     assert not os.path.exists(os.path.join(workdir, "u.service"))
-

@@ -115,7 +115,7 @@ def structure(messages, known=((BASE, "BASE"), (PARENT, "PARENT"))):
     return out
 
 
-# --- profiler: init, get, clean, start, stop ------------------------------------
+# --- profiler: init, get, clean, start, stop ---------------------------------
 
 def test_nothing_before_init():
     def scenario(lib):
@@ -196,7 +196,7 @@ def test_get_shorten_id():
     assert same(scenario) == ("850409eb1d4b0dee", "2a")
 
 
-# --- @trace ----------------------------------------------------------------------
+# --- @trace ------------------------------------------------------------------
 
 def _traced_functions(lib):
     trace = lib.profiler.trace
@@ -282,7 +282,7 @@ def test_trace_metadata_and_multiple_trace():
     assert ours[5:8] == (1, 2, ("raised", ValueError))
 
 
-# --- trace_cls ----------------------------------------------------------------------
+# --- trace_cls ---------------------------------------------------------------
 
 def _fake_classes(lib):
     class FakeTracedCls:
@@ -344,7 +344,7 @@ def test_trace_cls_allow_multiple_trace():
     assert same(scenario) == ("raised", ValueError)
 
 
-# --- TracedMeta --------------------------------------------------------------------
+# --- TracedMeta --------------------------------------------------------------
 
 def test_traced_meta():
     def scenario(lib):
@@ -363,8 +363,8 @@ def test_traced_meta():
             __trace_args__ = {"name": "a", "info": {"b": 20},
                               "hide_args": True}
 
-            def method5(self, k, l):
-                return k + l
+            def method5(self, k, m):
+                return k + m
 
         class Private(Base):
             __trace_args__ = {"name": "rpc", "trace_private": True}
@@ -389,7 +389,7 @@ def test_traced_meta():
                                      "a-stop", "rpc-start", "rpc-stop"]
 
 
-# --- Trace ------------------------------------------------------------------------
+# --- Trace -------------------------------------------------------------------
 
 def test_trace_context_manager():
     def scenario(lib):
@@ -410,7 +410,7 @@ def _raise_in_trace(lib, error):
         raise error
 
 
-# --- notifier -----------------------------------------------------------------------
+# --- notifier ----------------------------------------------------------------
 
 def test_notifier_set_get_notify():
     def scenario(lib):
@@ -461,7 +461,7 @@ def test_notifier_create_with_a_failing_driver_gives_a_no_op():
     assert same(scenario) == (True, None)
 
 
-# --- web: headers ----------------------------------------------------------------------
+# --- web: headers ------------------------------------------------------------
 
 def test_get_trace_id_headers_without_a_trace():
     def scenario(lib):
@@ -497,7 +497,7 @@ def test_web_enable_disable():
     assert same(scenario) == [False, (True, [K1, K2]), (True, [])]
 
 
-# --- web: the middleware -----------------------------------------------------------------
+# --- web: the middleware -----------------------------------------------------
 
 def _app(lib, seen):
     def app(environ, start_response):
@@ -609,7 +609,7 @@ def test_middleware_request_info_common_fields():
                               "scheme": "http"}
 
 
-# --- opts ------------------------------------------------------------------------------
+# --- opts --------------------------------------------------------------------
 
 def test_opts_defaults_and_readers():
     def scenario(lib):
@@ -677,7 +677,7 @@ def test_opts_list_opts_profiler_group():
     assert "profiler" in ours and "profiler_otlp" in ours
 
 
-# --- initializer ------------------------------------------------------------------------
+# --- initializer -------------------------------------------------------------
 
 def test_init_from_conf(monkeypatch):
     def scenario(lib):
@@ -710,7 +710,7 @@ def test_init_from_conf(monkeypatch):
         ("set", True), ("enable", K1)]
 
 
-# --- sqlalchemy ------------------------------------------------------------------------
+# --- sqlalchemy --------------------------------------------------------------
 
 def _engine():
     sqlalchemy = pytest.importorskip("sqlalchemy")
@@ -790,7 +790,7 @@ def test_sqlalchemy_disable_enable():
     assert same(scenario) == []
 
 
-# --- the deliberate differences (README.rst, "Using it") -------------------------------
+# --- the deliberate differences (README.rst, "Using it") ---------------------
 
 # Each difference and the words README.rst uses for it.
 DIFFERENCES = {
@@ -946,7 +946,7 @@ def test_difference_coroutine_functions():
 
 def test_difference_info_dicts_never_changed_or_shared():
     def scenario(lib):
-        messages = lib.capture()
+        lib.capture()
         info = {"a": 1}
         decorator_info = {"static": 1}
 

@@ -39,7 +39,7 @@ def _both(call):
     return outcomes
 
 
-# --- decorators that change the arguments ---------------------------------------
+# --- decorators that change the arguments ------------------------------------
 
 def injects_context(fn):
     @functools.wraps(fn)
@@ -219,7 +219,7 @@ def test_the_resting_wrapper_of_a_method_packs_nothing():
     assert bound("c", "v") == "v"
 
 
-# --- WsgiMiddleware called with a webob Request (osprofiler's form) ---------------
+# --- WsgiMiddleware called with a webob Request (osprofiler's form) ----------
 
 def _app(environ, start_response):
     start_response("201 Created", [("Content-Type", "text/plain"),
@@ -273,7 +273,7 @@ def test_middleware_with_an_environ_but_no_start_response():
             _signed_request().environ)
 
 
-# --- the property: generated callables ----------------------------------------------
+# --- the property: generated callables ---------------------------------------
 
 hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies

@@ -51,7 +51,7 @@ EXPECTED = (True, K1 + "," + K2, "redis://trace-store.example:6379/2",
             True)
 
 
-# --- living with osprofiler's options ----------------------------------------------
+# --- living with osprofiler's options ----------------------------------------
 
 @pytest.mark.parametrize("order", ["osprofiler-first", "stacktrail-first"])
 def test_both_registration_orders_with_osprofiler(tmp_path, order):
@@ -187,7 +187,7 @@ def test_options_not_registered_on_the_global_conf_at_import():
     assert fresh_process.output(code).strip() == "False"
 
 
-# --- sample config and entry points ---------------------------------------------------
+# --- sample config and entry points ------------------------------------------
 
 def test_oslo_config_generator_prints_a_sample():
     generator = os.path.join(os.path.dirname(sys.executable),
@@ -253,7 +253,7 @@ def test_entry_point_loads(ep):
         assert issubclass(loaded, base.Driver)
 
 
-# --- reload without a restart, and bad settings ----------------------------------------
+# --- reload without a restart, and bad settings ------------------------------
 
 def _app():
     def app(environ, start_response):
@@ -351,7 +351,7 @@ def test_bad_connection_string_keeps_the_service_running(tmp_path, caplog):
 
 @pytest.mark.parametrize("keys", ["", "SECRET_KEY"])
 def test_no_usable_key_is_said_once_and_headers_are_ignored(tmp_path, caplog,
-                                                           keys):
+                                                            keys):
     ini = tmp_path / "service.conf"
     _write(ini, enabled="true", connection_string="noop://", hmac_keys=keys)
     conf = new_conf()
@@ -435,7 +435,7 @@ def test_a_bad_section_read_from_several_places_is_said_once(tmp_path,
 
 
 def test_a_clashing_option_of_the_service_keeps_it_running(tmp_path,
-                                                          caplog):
+                                                           caplog):
     """A service that registered its own ``[profiler] enabled`` of another
     type: our options cannot be registered; said once, nothing raised."""
     conf = new_conf()

@@ -26,7 +26,7 @@ def by_name(messages, name):
     return found[0]
 
 
-# --- message shape ------------------------------------------------------------
+# --- message shape -----------------------------------------------------------
 
 def test_start_stop_message_shape(messages):
     before = datetime.datetime.now(datetime.timezone.utc).replace(
@@ -159,7 +159,7 @@ def test_non_uuid_ids_from_a_peer_are_kept(messages):
     assert messages[0]["parent_id"] == "parent-text"
 
 
-# --- trace decorator ------------------------------------------------------------
+# --- trace decorator ---------------------------------------------------------
 
 def test_trace_records_args_and_hides_result_by_default(messages):
     @profiler.trace("calc", info={"kind": "math"})
@@ -272,7 +272,7 @@ def test_trace_keeps_function_metadata():
     assert documented.__doc__ == "Docs."
 
 
-# --- osprofiler defects not reproduced -------------------------------------------
+# --- osprofiler defects not reproduced ---------------------------------------
 
 def test_callers_info_dict_not_mutated(messages):
     info = {"a": 1}
@@ -334,7 +334,7 @@ def test_stray_stop_is_harmless(messages):
     assert by_name(messages, "b-start")["parent_id"] == prof.get_base_id()
 
 
-# --- Trace context manager ----------------------------------------------------------
+# --- Trace context manager ---------------------------------------------------
 
 def test_trace_context_manager(messages):
     prof = profiler.init("key")
@@ -358,7 +358,7 @@ def test_trace_context_manager_records_exception(messages):
     assert "missing" in stop["info"]["message"]
 
 
-# --- trace_cls and TracedMeta ------------------------------------------------------
+# --- trace_cls and TracedMeta ------------------------------------------------
 
 def _make_class():
     class Service:
@@ -484,7 +484,7 @@ def test_traced_meta_requires_name():
                 pass
 
 
-# --- async def functions --------------------------------------------------------------
+# --- async def functions -----------------------------------------------------
 
 def test_async_function_traced_around_the_await(messages):
     @profiler.trace("coro", hide_result=False)
@@ -538,7 +538,7 @@ def test_async_function_is_still_a_coroutine_function():
     assert asyncio.run(work()) == 1
 
 
-# --- same structure as the real osprofiler ---------------------------------------------
+# --- same structure as the real osprofiler -----------------------------------
 
 def _run_scenario(mod):
     """The same traced code, written once, for osprofiler or stacktrail."""

@@ -86,7 +86,7 @@ def signed(key, base_id=BASE, parent_id=PARENT):
     return {web.X_TRACE_INFO: packed, web.X_TRACE_HMAC: mac}
 
 
-# --- osprofiler signed headers --------------------------------------------------
+# --- osprofiler signed headers -----------------------------------------------
 
 def test_golden_vector():
     assert signing.pack({"base_id": BASE, "parent_id": PARENT},
@@ -230,7 +230,7 @@ def test_rpc_trace_info_round_trip():
     assert profiler.get() is None
 
 
-# --- W3C Trace Context ------------------------------------------------------------
+# --- W3C Trace Context -------------------------------------------------------
 
 VALID = "00-%s-%s-01" % (TRACE_HEX, SPAN_HEX)
 
@@ -403,7 +403,7 @@ def test_both_formats_by_default():
         web.X_TRACE_INFO, web.X_TRACE_HMAC, "traceparent"}
 
 
-# --- sampling and the rate limit ----------------------------------------------------
+# --- sampling and the rate limit ---------------------------------------------
 
 def test_rate_limit_on_signed_requests():
     load_settings(max_triggered_traces_per_second=2)

@@ -21,7 +21,7 @@ KEY = "Qm9vW2xL9mZ4tW7yK3nB6cF1"
 SECRET = "S3cr3tV4lue"
 
 
-# --- query strings -------------------------------------------------------------
+# --- query strings -----------------------------------------------------------
 
 # Names whose value is a secret: the ones a scan of OpenStack, Swift, S3,
 # OAuth and SAML URLs found, and the usual token/password/key family.
@@ -105,7 +105,7 @@ def test_request_info_redacts_path_and_query():
     assert request["query"] == "temp_url_sig=***&temp_url_expires=1"
 
 
-# --- the list is extensible ----------------------------------------------------
+# --- the list is extensible --------------------------------------------------
 
 def test_add_names_extends_the_list():
     assert web.redact_query("presigned_blob=x") == "presigned_blob=x"
@@ -164,7 +164,7 @@ def test_traced_request_records_no_secret(tmp_path, messages):
     assert messages and SECRET not in repr(messages)
 
 
-# --- connection strings in logs and CLI output ------------------------------------
+# --- connection strings in logs and CLI output -------------------------------
 
 @pytest.mark.parametrize("text, kept", [
     ("redis://:%s@127.0.0.1:6379/0" % SECRET, "redis://:***@127.0.0.1:6379/0"),
@@ -250,7 +250,7 @@ def test_unparsable_transport_url_error_quotes_nothing_of_it(capsys):
     assert SECRET not in err and "ValueError" in err
 
 
-# --- database errors recorded by every enclosing span ---------------------------
+# --- database errors recorded by every enclosing span ------------------------
 
 def _integrity_error():
     sqlalchemy = pytest.importorskip("sqlalchemy")

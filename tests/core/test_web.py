@@ -100,7 +100,7 @@ def serving(app):
         thread.join(5)
 
 
-# --- what a traced request records ------------------------------------------------
+# --- what a traced request records -------------------------------------------
 
 def test_records_the_request_over_a_real_server(messages):
     app = App(status="201 Created")
@@ -274,7 +274,7 @@ def test_trace_never_leaks_into_the_next_request(messages):
     assert profiler.get() is None
 
 
-# --- bad headers: served normally, untraced, never a 500 -----------------------------
+# --- bad headers: served normally, untraced, never a 500 ---------------------
 
 def _b64(raw):
     return base64.urlsafe_b64encode(raw).decode()
@@ -353,7 +353,7 @@ def test_good_header_after_bad_ones_still_traced():
     assert app.seen[-1] == BASE
 
 
-# --- keys, switches and paste --------------------------------------------------------
+# --- keys, switches and paste ------------------------------------------------
 
 def test_secret_key_refused_for_triggered_tracing(caplog):
     caplog.set_level(logging.WARNING)

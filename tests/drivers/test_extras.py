@@ -66,7 +66,7 @@ def test_the_extra_installs_what_the_driver_imports(monkeypatch, extra,
 
 
 def test_plain_mysql_url_uses_pymysql_without_mysqlclient(monkeypatch,
-                                                           mysql_url):
+                                                          mysql_url):
     monkeypatch.setitem(sys.modules, "MySQLdb", None)
     url = mysql_url.replace("mysql+pymysql://", "mysql://")
     assert url.startswith("mysql://")

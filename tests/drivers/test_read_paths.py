@@ -6,7 +6,6 @@ lines."""
 import datetime
 
 from stacktrail.drivers import base
-from stacktrail.drivers import codec
 from stacktrail.drivers import mongodb
 from stacktrail.drivers import sql
 from tests.codec_paths import path  # noqa: F401

@@ -26,7 +26,7 @@ from tests.agent import harness
 CLI = os.path.join(os.path.dirname(sys.executable), "stacktrail")
 
 
-# --- helpers ------------------------------------------------------------------
+# --- helpers -----------------------------------------------------------------
 
 def _point(base_id, name="op", phase=points.START, info=None):
     return (name, phase, base_id, base_id, ids.new_id(), time.time_ns(),
@@ -91,7 +91,7 @@ def _warnings(caplog):
                 "stacktrail")]
 
 
-# --- poison points on the service side --------------------------------------------
+# --- poison points on the service side ---------------------------------------
 
 @pytest.fixture(params=["postgres", "mongo"])
 def picky_store(request):
@@ -121,7 +121,7 @@ def test_a_poison_point_does_not_drop_its_batch(picky_store):
 
 
 def test_a_point_redis_refuses_is_dropped_alone_and_counted(redis_url,
-                                                             caplog):
+                                                            caplog):
     import redis
     victim = ids.new_id()
     client = redis.Redis.from_url(redis_url)
@@ -143,7 +143,7 @@ def test_a_point_redis_refuses_is_dropped_alone_and_counted(redis_url,
     sink.close(2)
 
 
-# --- a hung PostgreSQL, a locked MariaDB ------------------------------------------
+# --- a hung PostgreSQL, a locked MariaDB -------------------------------------
 
 @pytest.fixture(scope="module")
 def own_postgres():
@@ -266,7 +266,7 @@ def test_the_cli_answers_within_its_timeout_against_a_locked_mariadb(
         locker.close()
 
 
-# --- Redis: a stall between a write and its reply -----------------------------------
+# --- Redis: a stall between a write and its reply ----------------------------
 
 @pytest.fixture
 def stalling_redis(throwaway_redis):
@@ -353,7 +353,7 @@ def test_a_redis_batch_stored_after_its_reply_was_lost_is_not_counted_lost(
     sink.close(2)
 
 
-# --- junk records ---------------------------------------------------------------
+# --- junk records ------------------------------------------------------------
 
 def test_junk_records_do_not_break_trace_list(redis_url):
     import redis
@@ -376,7 +376,7 @@ def test_junk_records_do_not_break_trace_list(redis_url):
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr
 
 
-# --- honest accounting ------------------------------------------------------------
+# --- honest accounting -------------------------------------------------------
 
 def test_every_drop_is_counted_by_reason_and_each_outage_reports_its_own(
         throwaway_redis, caplog):

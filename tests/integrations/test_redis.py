@@ -30,7 +30,7 @@ def test_command_name_and_key_count_never_values(client, trace, recorder):
 
 
 def test_repeated_commands_record_their_own_db_and_keys(client, trace,
-                                                       recorder):
+                                                        recorder):
     # A command's start info is made once and reused: never across
     # databases, argument counts or scripts with other key counts.
     tracing.enable()

@@ -107,7 +107,7 @@ def test_token_without_expiry_refused(live):
     {"packed": 12, "hmac": 34}, {"packed": None, "hmac": None},
     {"packed": ["a"], "hmac": {"b": 1}}, {"packed": "e30=", "hmac": "\u00e9"},
     {"packed": "\ud800" * 10, "hmac": "00"}, {"packed": "x" * 10 ** 6,
-                                             "hmac": "0" * 40},
+                                              "hmac": "0" * 40},
     {}, "token", 5,
 ])
 def test_malformed_tokens_never_raise(live, token):

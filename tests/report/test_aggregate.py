@@ -78,7 +78,7 @@ def test_baseline_comparison_names_the_planted_kind(store, capsys):
 
 
 def test_text_ranks_the_plant_first_and_quiet_has_no_progress(store,
-                                                             capsys):
+                                                              capsys):
     code, out, err = analyze(capsys, store, "--window", WINDOW,
                              "--baseline", "2024-05-01T10:00/1h", "--quiet")
     assert code == 0 and err == ""

@@ -182,4 +182,4 @@ def test_renderers_show_end_to_end_beside_response_and_noise_on_request():
     page = cli.render_report(report, "html")
     assert 'data-show-noise="false"' in page
     assert 'data-show-noise="true"' in cli.render_report(report, "html",
-                                                           show_noise=True)
+                                                         show_noise=True)

@@ -72,13 +72,13 @@ def test_volume_create_and_delete_is_one_tree(overlay, tmp_path):
 
     db = [m for m in spans.values() if m["name"] == "db-start"]
     assert {m["service"] for m in db} == {"osapi_volume", "cinder-scheduler",
-                                         "cinder-volume"}
+                                          "cinder-volume"}
     assert not any("params" in m["info"]["db"] for m in db)
     assert tracing.KEY not in str(found)
 
 
 def test_concurrent_traces_stay_apart_whatever_the_import_order(overlay,
-                                                               tmp_path):
+                                                                tmp_path):
     ids = []
     for module in ("cinder_tests.traced", "cinder_tests.traced_after_patch"):
         work = tmp_path / module

@@ -106,7 +106,7 @@ def test_boot_is_one_tree(overlay, osprofiler_overlay, tmp_path, mode):
                for s in statements)
     destroy, = functions(spans, "driver", "destroy")
     assert tracing.chain(spans, destroy)[-2:] == ["rpc@nova-compute",
-                                          "driver@nova-compute"]
+                                                  "driver@nova-compute"]
     text = str(found)
     assert tracing.KEY not in text and "admin_password" not in text
 

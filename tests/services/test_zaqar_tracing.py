@@ -157,7 +157,7 @@ def test_each_flag_removes_exactly_its_spans(start, tmp_path, flag):
 
 
 def test_pool_lookups_traced_with_trace_pooling(start, tmp_path, redis_url,
-                                               second_redis_url):
+                                                second_redis_url):
     store = file_store(tmp_path)
     server = start(store, message_store=None,
                    pools=[redis_url, second_redis_url])
@@ -176,7 +176,7 @@ def test_pool_lookups_traced_with_trace_pooling(start, tmp_path, redis_url,
 @pytest.mark.parametrize("message", [True, False])
 @pytest.mark.parametrize("management", [True, False])
 def test_every_combination_starts_and_serves(start, tmp_path, wsgi, message,
-                                            management):
+                                             management):
     """Upstream dies at start with enabled = true and a store flag off."""
     server = start(file_store(tmp_path), {
         "trace_wsgi_transport": wsgi, "trace_message_store": message,
