@@ -104,19 +104,24 @@ def _build(path, requirements):
                                      % (" ".join(step[:4]), code, log))
 
 
-def stacktrail_overlay(target, env):
+def stacktrail_overlay(target, env, packages=()):
     """Install this clone (no dependencies) into ``target`` with ``env``'s
-    pip; returns ``target`` for the service's PYTHONPATH."""
+    pip, and ``packages`` (requirements, e.g. an extra's: ``orjson``) with
+    theirs; returns ``target`` for the service's PYTHONPATH."""
     target = Path(target)
     if (target / "stacktrail").is_dir():
         return target
-    code = subprocess.call(
-        [env.python, "-m", "pip", "install", "--disable-pip-version-check",
-         "-q", "--no-deps", "--target", str(target), str(ROOT)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        timeout=BUILD_TIMEOUT)
-    if code:
-        raise EnvUnavailable("installing stacktrail into %s failed" % target)
+    for what in ([str(ROOT), "--no-deps"], list(packages)):
+        if not what:
+            continue
+        code = subprocess.call(
+            [env.python, "-m", "pip", "install", "--disable-pip-version-check",
+             "-q", "--target", str(target)] + what,
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            timeout=BUILD_TIMEOUT)
+        if code:
+            raise EnvUnavailable("installing %s into %s failed"
+                                 % (what[0], target))
     return target
 
 

@@ -2,8 +2,11 @@
 here: a missed target, exit status 1, is accepted)."""
 
 import pathlib
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
 SCRIPT = BENCHMARKS / "zaqar_overhead.py"
@@ -38,3 +41,27 @@ def test_trace_cost_benchmark_splits_a_traced_rounds_cpu(zaqar_env):
     # every request of the warm-up and of the blocks answered, and every
     # point of the signed ones taken by the agent and written
     assert "failed requests: 0;" in out and "dropped {}" in out, out
+
+
+def test_instruction_count_splits_what_a_trace_adds(zaqar_env):
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed")
+    done = subprocess.run([sys.executable,
+                           str(BENCHMARKS / "zaqar_instructions.py"),
+                           "--rounds", "3", "--warmup", "10"],
+                          capture_output=True, text=True, timeout=900)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    ratios = {}
+    for kind in ("off", "armed", "headers", "triggered"):
+        line = next(ln for ln in out.splitlines()
+                    if ln.startswith(kind + " "))
+        ratios[kind] = float(line.split()[-1])
+    assert ratios["off"] == 1.0
+    # Armed, an unsigned request costs the server about what it costs
+    # without stacktrail; the trace headers cost their parsing even
+    # unsigned, and a signed request more again.
+    assert abs(ratios["armed"] - 1.0) < 0.02, out
+    assert ratios["triggered"] > ratios["headers"] > ratios["armed"], out
+    assert "a trace adds " in out and "its flusher" in out, out
+    assert "failed requests: 0" in out, out

@@ -346,11 +346,13 @@ class ZaqarServer:
     ``<workdir>/listen.conf`` and passed as the last ``--config-file`` (so it
     wins over the others).  ``overlay``: a directory put on PYTHONPATH
     (envs.stacktrail_overlay), or None to run Zaqar as published.
+    ``runner``: a command the server runs under (``valgrind ...``), which
+    must keep its process id (exec it, as valgrind does).
     """
 
     def __init__(self, config_files, *, env=None, overlay=None, workdir=None,
                  start_timeout=START_TIMEOUT, extra_environ=None,
-                 project=DEFAULT_PROJECT):
+                 project=DEFAULT_PROJECT, runner=()):
         if isinstance(config_files, (str, os.PathLike)):
             config_files = [config_files]
         self.config_files = [Path(p) for p in config_files]
@@ -362,6 +364,7 @@ class ZaqarServer:
         self.start_timeout = start_timeout
         self.extra_environ = dict(extra_environ or {})
         self.project = project
+        self.runner = list(runner)
         self.log_path = self.workdir / "zaqar-server.log"
         self.proc = None
         self.port = None
@@ -392,7 +395,7 @@ class ZaqarServer:
         return self.proc is not None and self.proc.poll() is None
 
     def command(self):
-        cmd = [self.env.bin("zaqar-server")]
+        cmd = self.runner + [self.env.bin("zaqar-server")]
         for path in self.config_files + [self.workdir / "listen.conf"]:
             cmd += ["--config-file", str(path)]
         return cmd
@@ -588,7 +591,8 @@ class ZaqarClient:
 @contextlib.contextmanager
 def zaqar_server(directory, message_store_url=None, management_url=None, *,
                  pooling=False, pools=(), overlay=None, env=None,
-                 extra_conf_files=(), start_timeout=START_TIMEOUT, **sections):
+                 extra_conf_files=(), start_timeout=START_TIMEOUT, runner=(),
+                 **sections):
     """Write the config, create the SQL schema, start a ZaqarServer, and
     with ``pools`` (store URLs; implies pooling) register them as pools
     ``pool0``, ``pool1``... of weight 100; yields the running server.
@@ -603,7 +607,8 @@ def zaqar_server(directory, message_store_url=None, management_url=None, *,
     create_schema(management_url
                   or "sqlite:///" + str(directory / "zaqar.sqlite"), env=env)
     server = ZaqarServer([conf, *extra_conf_files], env=env, overlay=overlay,
-                         workdir=directory, start_timeout=start_timeout)
+                         workdir=directory, start_timeout=start_timeout,
+                         runner=runner)
     with server:
         if pools:
             with server.client() as client:
