@@ -97,9 +97,10 @@ def parse_traceparent_fields(text):
     version, trace_id, span_id, flags, rest = match.groups()
     if version == "ff" or (version == "00" and rest):
         return None
-    if int(trace_id, 16) == 0 or int(span_id, 16) == 0:
+    trace_int = int(trace_id, 16)
+    if trace_int == 0 or int(span_id, 16) == 0:
         return None
-    return (int(trace_id, 16), ids.from_w3c_span(trace_id, span_id),
+    return (trace_int, ids.from_w3c_span(trace_id, span_id),
             int(flags, 16) & (SAMPLED | RANDOM))
 
 

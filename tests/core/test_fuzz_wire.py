@@ -103,6 +103,38 @@ def test_validly_signed_anything_never_raises(data):
         assert isinstance(base_id, str) and key == K1
 
 
+def _decoded_as_osprofiler_does(packed):
+    try:
+        data = json.loads(base64.urlsafe_b64decode(packed.encode()))
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# JSON text as a client could pack it: blanks or a BOM around it, in any
+# of the encodings json.loads reads from bytes.
+_payloads = st.builds(
+    lambda data, pad, encoding: (
+        pad + json.dumps(data) + pad.strip("\ufeff")).encode(encoding),
+    _json, st.sampled_from(["", " ", "\n\t", "\ufeff"]),
+    st.sampled_from(["utf-8", "utf-16", "utf-32"]))
+_packed = st.one_of(
+    _payloads.map(lambda raw: base64.urlsafe_b64encode(raw).decode()),
+    _payloads.map(lambda raw: base64.urlsafe_b64encode(raw).decode()
+                  .rstrip("=")),
+    st.binary(max_size=40).map(
+        lambda raw: base64.urlsafe_b64encode(raw).decode()),
+    st.text("abcdefXYZ0129-_=+/ {}", max_size=40))
+
+
+@FUZZ
+@given(packed=_packed)
+def test_signed_payload_decodes_as_osprofiler_decodes_it(packed):
+    # The same dict (or refusal) as osprofiler's signed_unpack makes of
+    # the payload, whatever its encoding, padding or surrounding blanks.
+    assert signing._decode(packed) == _decoded_as_osprofiler_does(packed)
+
+
 def test_deeply_nested_signed_json_never_raises():
     for depth in (100, 1000, 1500):
         for text in ("[" * depth + "]" * depth,
