@@ -32,10 +32,12 @@ bound.  ``--fast`` puts orjson (the part of the ``fast`` extra that a
 service uses) on the armed server's path, as ``pip install
 'stacktrail[fast]'`` would; hiredis, the other part, would speed up
 Zaqar's own Redis client too and is left out.  Both servers run with one
-``PYTHONHASHSEED`` (``--hash-seed``): where objects and cache entries land
-moves with it, and with it the counts by a few tenths of a percent.  The
-two passes of each kind differ by about 0.1 %.  Exit status 0, or 2 when a
-request failed.  About two minutes.
+``PYTHONHASHSEED`` (``--hash-seed``).  The two passes of a kind in one
+server differ by about 0.1 %; servers started anew, by up to 1 % (where
+a process's code and data land moves its lookups through the
+interpreter's caches), which is why what a trace adds is taken within
+one server, kind against kind, and the ratios to off hold to about 1 %.
+Exit status 0, or 2 when a request failed.  About two minutes.
 """
 
 import argparse
