@@ -1,7 +1,7 @@
 """What tracing costs a zaqar-server, counted in instructions.
 
     .venv/bin/python benchmarks/zaqar_instructions.py [--rounds 40]
-        [--warmup 30] [--fast] [--hash-seed 1]
+        [--warmup 30] [--fast] [--hash-seed 1] [--without redis,...]
 
 benchmarks/zaqar_overhead.py times what a user waits for on a machine
 whose speed moves from one second to the next, so its ratios carry
@@ -31,7 +31,10 @@ at full speed it sends one for several rounds: its share is an upper
 bound.  ``--fast`` puts orjson (the part of the ``fast`` extra that a
 service uses) on the armed server's path, as ``pip install
 'stacktrail[fast]'`` would; hiredis, the other part, would speed up
-Zaqar's own Redis client too and is left out.  Both servers run with one
+Zaqar's own Redis client too and is left out.  ``--without redis`` (a
+comma-separated list of the fragment's ``trace_*`` flags, without the
+prefix) turns those flags off on the armed server: the difference to a
+run with them on is what their spans cost.  Both servers run with one
 ``PYTHONHASHSEED`` (``--hash-seed``).  The two passes of a kind in one
 server differ by about 0.1 %; servers started anew, by up to 1 % (where
 a process's code and data land moves its lookups through the
@@ -154,9 +157,11 @@ def report(args, result, failures):
     off = sum(result["off"])
     print("zaqar-server 23 under callgrind; a round = POST 1 message + GET "
           "?echo=true; %d rounds of each kind, %d passes; orjson %s; "
-          "PYTHONHASHSEED=%d" % (args.rounds, PASSES,
-                                 "on the armed server's path" if args.fast
-                                 else "not installed", args.hash_seed))
+          "PYTHONHASHSEED=%d%s" % (
+              args.rounds, PASSES, "on the armed server's path" if args.fast
+              else "not installed", args.hash_seed,
+              "; off on the armed server: " + args.without
+              if args.without else ""))
     print()
     print("%-12s %16s %16s %16s %8s" % ("instructions", "request thread",
                                         "other threads", "total", "x off"))
@@ -189,6 +194,9 @@ def main():
                         help="uncounted rounds first, of every kind")
     parser.add_argument("--fast", action="store_true",
                         help="orjson on the armed server's path")
+    parser.add_argument("--without", default="", metavar="FLAGS",
+                        help="trace_* flags off on the armed server "
+                        "(comma-separated, without the prefix)")
     parser.add_argument("--hash-seed", type=int, default=1,
                         help="PYTHONHASHSEED of both servers")
     args = parser.parse_args()
@@ -206,7 +214,9 @@ def main():
             server = zaqar_overhead.start_server(
                 stack, workdir / name, name, env, overlay, urls["messages"],
                 agent.url, None, key, runner=runner,
-                max_triggered_traces_per_second=0)
+                max_triggered_traces_per_second=0,
+                **{"trace_" + flag: False
+                   for flag in filter(None, args.without.split(","))})
             targets = {kind: zaqar_overhead.Target(kind, server)
                        for kind in kinds}
             for target in targets.values():
