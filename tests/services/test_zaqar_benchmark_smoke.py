@@ -9,16 +9,20 @@ import sys
 import pytest
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
-SCRIPT = BENCHMARKS / "zaqar_overhead.py"
+
+
+def run(script, *args, timeout=600):
+    """(exit status, stdout, stderr) of a benchmark script."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script)]
+                          + list(args), capture_output=True, text=True,
+                          timeout=timeout)
+    return done.returncode, done.stdout, done.stderr
 
 
 def test_benchmark_runs_a_few_rounds(zaqar_env):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--rounds", "5",
-                           "--warmup", "2", "--servers", "1",
-                           "--blocks", "2"],
-                          capture_output=True, text=True, timeout=600)
-    out = done.stdout
-    assert done.returncode in (0, 1), out + done.stderr
+    code, out, err = run("zaqar_overhead.py", "--rounds", "5", "--warmup",
+                         "2", "--servers", "1", "--blocks", "2")
+    assert code in (0, 1), out + err
     for line in ("off ", "armed ", "armed+file ", "triggered ", "osprofiler ",
                  "agent "):
         assert "\n" + line in out, out
@@ -30,12 +34,9 @@ def test_benchmark_runs_a_few_rounds(zaqar_env):
 
 
 def test_trace_cost_benchmark_splits_a_traced_rounds_cpu(zaqar_env):
-    done = subprocess.run([sys.executable,
-                           str(BENCHMARKS / "zaqar_trace_cost.py"),
-                           "--blocks", "1", "--block", "10"],
-                          capture_output=True, text=True, timeout=600)
-    out = done.stdout
-    assert done.returncode == 0, out + done.stderr
+    code, out, err = run("zaqar_trace_cost.py", "--blocks", "1",
+                         "--block", "10")
+    assert code == 0, out + err
     for line in ("unsigned (armed) ", "signed (traced) ", "a trace adds "):
         assert "\n" + line in out, out
     # every request of the warm-up and of the blocks answered, and every
@@ -46,12 +47,9 @@ def test_trace_cost_benchmark_splits_a_traced_rounds_cpu(zaqar_env):
 def test_instruction_count_splits_what_a_trace_adds(zaqar_env):
     if shutil.which("valgrind") is None:
         pytest.skip("valgrind is not installed")
-    done = subprocess.run([sys.executable,
-                           str(BENCHMARKS / "zaqar_instructions.py"),
-                           "--rounds", "3", "--warmup", "10"],
-                          capture_output=True, text=True, timeout=900)
-    out = done.stdout
-    assert done.returncode == 0, out + done.stderr
+    code, out, err = run("zaqar_instructions.py", "--rounds", "3",
+                         "--warmup", "10", timeout=900)
+    assert code == 0, out + err
     ratios = {}
     for kind in ("off", "armed", "headers", "triggered"):
         line = next(ln for ln in out.splitlines()
