@@ -39,8 +39,17 @@ def agent_socket(stack):
 
 # --- install ---------------------------------------------------------------
 
+def test_without_the_fast_extra_only_the_stores_is_installed(tmp_path):
+    for store, installed in (("redis", (str(st.ROOT), "redis")),
+                             ("file", (str(st.ROOT),))):
+        stack = st.Stack(tmp_path / store, STACKTRAIL_STORE=store,
+                         STACKTRAIL_FAST="False")
+        stack.stack()
+        assert stack.calls("setup_develop") == [installed]
+
+
 def test_install_stacktrail_the_store_and_the_agent(stacked):
-    assert stacked.calls("setup_develop") == [(str(st.ROOT), "redis")]
+    assert stacked.calls("setup_develop") == [(str(st.ROOT), "redis,fast")]
     assert stacked.calls("install_package") == [("redis-server",)]
     assert stacked.calls("start_service") == [("redis-server",)]
 
@@ -129,7 +138,7 @@ def test_osprofiler_settings_are_aliases(tmp_path):
                      OSPROFILER_TRACE_SQLALCHEMY="False")
     stack.stack()
     assert stack.key() == STRONG + "," + STRONG2
-    assert stack.calls("setup_develop") == [(str(st.ROOT), "mongodb")]
+    assert stack.calls("setup_develop") == [(str(st.ROOT), "mongodb,fast")]
     nova = stack.ini("nova")["profiler"]
     assert nova["hmac_keys"] == STRONG + "," + STRONG2
     assert nova["trace_sqlalchemy"] == "False"
@@ -148,7 +157,7 @@ def test_osprofiler_settings_are_aliases(tmp_path):
                     STACKTRAIL_TRACE_SQLALCHEMY="True")
     both.stack()
     assert both.key() == STRONG3
-    assert both.calls("setup_develop") == [(str(st.ROOT),)]
+    assert both.calls("setup_develop") == [(str(st.ROOT), "fast")]
     assert both.ini("cinder")["profiler"]["trace_sqlalchemy"] == "True"
 
 
@@ -165,7 +174,7 @@ def test_each_store(tmp_path, store, extra, connection, osprofiler):
     stack.stack()
     connection = connection.format(data=stack.data)
     assert stack.calls("setup_develop") == [
-        (str(st.ROOT), extra) if extra else (str(st.ROOT),)]
+        (str(st.ROOT), extra + ",fast" if extra else "fast")]
     assert bool(stack.calls("install_package")) == (store == "redis")
     assert stack.calls("recreate_database") == (
         [("stacktrail",)] if store == "sql" else [])
