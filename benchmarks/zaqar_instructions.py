@@ -217,11 +217,9 @@ def main():
                 max_triggered_traces_per_second=0,
                 **{"trace_" + flag: False
                    for flag in filter(None, args.without.split(","))})
-            targets = {kind: zaqar_overhead.Target(kind, server)
+            targets = {kind: zaqar_overhead.open_target(stack, kind, server)
                        for kind in kinds}
             for target in targets.values():
-                stack.callback(target.client.close)
-                target.client.create_queue(target.queue)
                 # A GET answers with up to 10 messages: every queue holds
                 # that many from the start, so that every round is alike.
                 target.client.post_messages(

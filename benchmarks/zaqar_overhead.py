@@ -156,6 +156,18 @@ class Target:
             self.failures.append((method, resp.status_code, resp.text[:200]))
 
 
+def open_target(stack, name, server):
+    """A Target on ``server`` with its queue created, its client closed
+    when ``stack`` closes; SystemExit when Zaqar refuses the queue."""
+    target = Target(name, server)
+    stack.callback(target.client.close)
+    resp = target.client.create_queue(target.queue)
+    if resp.status_code not in (201, 204):
+        raise SystemExit("%s: creating the queue gave %s: %s" % (
+            target.name, resp.status_code, resp.text))
+    return target
+
+
 class Pooled:
     """A configuration's server processes as one: their rounds and trace
     ids one after the other (round i of replica k stays paired with round
@@ -370,13 +382,8 @@ def run_block(run, block, args, key, rng, workdir, env, overlay, urls,
         started = start_servers(stack, workdir, env, overlay,
                                 urls["messages"], agent.url,
                                 urls["osprofiler"], key, args.servers, block)
-        targets = [Target(name, server) for name, server in started.items()]
-        for target in targets:
-            stack.callback(target.client.close)
-            resp = target.client.create_queue(target.queue)
-            if resp.status_code not in (201, 204):
-                raise SystemExit("%s: creating the queue gave %s: %s" % (
-                    target.name, resp.status_code, resp.text))
+        targets = [open_target(stack, name, server)
+                   for name, server in started.items()]
         run_rounds(targets, args.warmup, key, False, rng)
         time.sleep(1.0)     # warm-up points flushed and written
         gc.collect()

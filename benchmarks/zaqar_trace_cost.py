@@ -87,12 +87,9 @@ def main():
             stack, workdir / "armed", "armed", env, overlay,
             urls["messages"], agent.url, None, key,
             max_triggered_traces_per_second=0)
-        targets = {signed: zaqar_overhead.Target(name, server)
+        targets = {signed: zaqar_overhead.open_target(stack, name, server)
                    for signed, name in ((False, "armed"),
                                         (True, "triggered"))}
-        for target in targets.values():
-            stack.callback(target.client.close)
-            target.client.create_queue(target.queue)
 
         def send(signed, n):
             one_round(targets, key, signed, n)

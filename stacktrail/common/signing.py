@@ -6,6 +6,7 @@ malformed, oversized, non-text or deeply nested input reads as "not
 signed" (None).
 """
 
+import binascii
 import math
 
 from stacktrail.common import logtext
@@ -228,7 +229,6 @@ def _decode(packed):
     urlsafe_b64decode(packed))``, the common case (UTF-8 JSON) by their C
     parts in a third of the time: it runs on the request thread for every
     new trace header."""
-    import binascii
     if not _json:
         import json
         _json.extend((json.JSONDecoder().raw_decode, json.loads))

@@ -111,9 +111,7 @@ def stacktrail_overlay(target, env, packages=()):
     target = Path(target)
     if (target / "stacktrail").is_dir():
         return target
-    for what in ([str(ROOT), "--no-deps"], list(packages)):
-        if not what:
-            continue
+    for what in filter(None, ([str(ROOT), "--no-deps"], list(packages))):
         code = subprocess.call(
             [env.python, "-m", "pip", "install", "--disable-pip-version-check",
              "-q", "--target", str(target)] + what,
