@@ -15,6 +15,7 @@ from stacktrail import profiler
 from stacktrail import runtime
 from stacktrail import web
 from stacktrail.common import settings
+from stacktrail.common import signing
 from stacktrail.common import sink
 
 
@@ -24,6 +25,8 @@ def reset():
     integrations = sys.modules.get("stacktrail.integrations")
     if integrations is not None:
         integrations.apply({flag: False for flag in integrations.modules()})
+        integrations._said.clear()
+    signing._refused.clear()
     notifier.set(sink.NoopSink())
     notifier.clear_notifier_cache()
     web._ENABLED = None

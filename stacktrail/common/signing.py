@@ -99,6 +99,12 @@ def _shown(key):
     return key[:3] + "..." if len(key) > 6 else key
 
 
+# Weak keys already refused in this process: a service reads its keys in
+# several places (the settings, the WSGI switch, each filter), and says so
+# once, not once per place or per reload.
+_refused = set()
+
+
 def usable_keys(keys, allow_insecure=False):
     """Keys allowed to validate incoming headers and RPC trace info.
 
@@ -114,7 +120,8 @@ def usable_keys(keys, allow_insecure=False):
         why = weakness(key)
         if why is None:
             usable.append(key)
-        else:
+        elif key not in _refused:
+            _refused.add(key)
             LOG.warning("stacktrail: refusing the weak HMAC key %r (%s) for "
                         "triggered tracing; set [profiler] hmac_keys to a "
                         "random secret, e.g. the output of 'openssl rand "

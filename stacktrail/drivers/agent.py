@@ -103,6 +103,9 @@ class AgentDriver(base.Driver):
         self._pid = os.getpid()
         self._retry_at = 0.0
         self._pause = 0.0
+        # Why the last connect failed, for the outage's log line: a socket
+        # that does not exist is not one that refused.
+        self._refusal = (errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
         self.sent = 0
         self.frames = 0
         self.dropped = 0
@@ -132,9 +135,7 @@ class AgentDriver(base.Driver):
             sock = self._connect()
             if sock is None:
                 # Nothing encoded, nothing sent: all of it is kept.
-                raise AgentUnavailable(
-                    errno.ECONNREFUSED, "stacktrail agent at %s unavailable"
-                    % self.address, self._unsent([(None, 0, batch)], 0))
+                raise self._unavailable([(None, 0, batch)], 0)
             frames, lost = protocol.encode_batch(
                 batch, self.project, self.service, self.host,
                 self.max_frame, parts=True, version=self.wire_version)
@@ -153,9 +154,7 @@ class AgentDriver(base.Driver):
     def _send_frames(self, sock, frames):
         for index, (data, count, _) in enumerate(frames):
             if sock is None:
-                raise AgentUnavailable(
-                    errno.ECONNREFUSED, "stacktrail agent at %s unavailable"
-                    % self.address, self._unsent(frames, index))
+                raise self._unavailable(frames, index)
             try:
                 sock.sendall(data)
             except OSError:
@@ -169,6 +168,13 @@ class AgentDriver(base.Driver):
             self.sent += count
             self.frames += 1
         self._pause = 0.0
+
+    def _unavailable(self, frames, index):
+        code, why = self._refusal
+        return AgentUnavailable(
+            code, "stacktrail agent at %s unavailable: %s (is "
+            "stacktrail-agent running?)" % (self.address, why),
+            self._unsent(frames, index))
 
     def _unsent(self, frames, index):
         """The points of ``frames[index:]``, counted as not handed over."""
@@ -193,7 +199,9 @@ class AgentDriver(base.Driver):
                                 SEND_BUFFER)
             sock.connect(self.address.target)
             self.wire_version = self._hello(sock)
-        except OSError:
+        except OSError as exc:
+            self._refusal = (exc.errno or errno.ECONNREFUSED,
+                             exc.strerror or str(exc) or type(exc).__name__)
             sock.close()
             self._schedule_retry(now)
             return None

@@ -28,6 +28,9 @@ def modules():
 # service imports the library (which it had not when the flag was applied).
 _waiting = {}
 _hooked = set()   # libraries with an import hook
+# What was said about a flag that cannot be switched on: once a process,
+# not again on every reload (SIGHUP) or every service sharing the process.
+_said = set()
 
 
 def when_imported(module_name, hook):
@@ -84,7 +87,12 @@ def _wait_for(flag, path, library):
     except (ImportError, ValueError):
         found = False
     if not found:
-        return _apply_one(flag, path, True)   # logs the missing library
+        # The service cannot use a library it does not have: nothing to
+        # trace (the shipped fragments turn trace_mongodb on for every
+        # Zaqar, most of which keep no data in MongoDB).
+        _say_once(flag, LOG.info, "stacktrail: %s has nothing to trace "
+                  "here: %s is not installed", flag, library)
+        return False
     _waiting[flag] = (path, library)
     if library not in _hooked:
         _hooked.add(library)
@@ -108,9 +116,9 @@ def _apply_one(flag, path, wanted):
         mod = importlib.import_module(path)
     except ImportError as exc:
         if wanted:
-            log = LOG.warning if _asked_for(flag) else LOG.debug
-            log("stacktrail: %s is on but its library is missing: %s",
-                flag, exc)
+            _say_once(flag, LOG.warning if _asked_for(flag) else LOG.debug,
+                      "stacktrail: %s is on but its library is missing: %s",
+                      flag, exc)
         return False
     try:
         if wanted:
@@ -121,6 +129,12 @@ def _apply_one(flag, path, wanted):
         LOG.exception("stacktrail: could not switch %s %s", flag,
                       "on" if wanted else "off")
     return bool(getattr(mod, "is_enabled", lambda: False)())
+
+
+def _say_once(flag, log, text, *args):
+    if flag not in _said:
+        _said.add(flag)
+        log(text, *args)
 
 
 def status():

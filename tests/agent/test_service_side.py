@@ -28,6 +28,33 @@ def test_agent_down_costs_nothing_and_is_counted(workdir):
     sink.close(1)
 
 
+def test_an_unavailable_agent_is_named_with_the_real_cause(workdir):
+    # what the outage's log line says: a socket that is not there (no
+    # agent started) is not one that refused (an agent gone)
+    import errno
+    import socket
+
+    import pytest
+    from stacktrail.drivers import agent
+    missing = base.get_driver("agent://%s/none.sock" % workdir)
+    batch = harness.make_points(4)
+    with pytest.raises(agent.AgentUnavailable) as raised:
+        missing.write_points(batch)
+    assert raised.value.errno == errno.ENOENT
+    assert "none.sock unavailable: No such file or directory (is " \
+        "stacktrail-agent running?)" in str(raised.value)
+    assert raised.value.unsent == batch       # kept, to be sent again
+    path = os.path.join(workdir, "gone.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.close()                          # the file stays, no agent
+    gone = base.get_driver("agent://" + path)
+    with pytest.raises(agent.AgentUnavailable) as raised:
+        gone.write_points(harness.make_points(3))
+    assert raised.value.errno == errno.ECONNREFUSED
+    assert "Connection refused" in str(raised.value)
+
+
 def test_write_points_never_blocks_on_a_stuck_agent(workdir):
     import socket
     path = os.path.join(workdir, "stuck.sock")

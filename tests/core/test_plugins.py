@@ -63,16 +63,37 @@ def test_entry_points_that_cannot_be_read_are_logged(caplog):
 
 def test_a_flag_whose_library_is_not_installed_logs_one_line(installed,
                                                              caplog):
-    # asked for in the config, its library absent: said once, and the
-    # flag reports off instead of waiting for an import that cannot come
+    # asked for in the config, its library absent: the service cannot use
+    # it, so there is nothing to trace; said once (not on every reload),
+    # as information, and the flag reports off instead of waiting for an
+    # import that cannot come
     from stacktrail import integrations
     installed(flags.Flag("trace_kafka", False, "Trace Kafka sends.",
                          module="stacktrail_kafka_tracing",
                          library="no_such_kafka_library"))
-    with caplog.at_level(logging.WARNING):
-        assert integrations.apply({"trace_kafka": True}) == \
-            {"trace_kafka": False}
-    lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 1 and "trace_kafka is on but its library is " \
-        "missing" in lines[0], lines
+    with caplog.at_level(logging.DEBUG, logger="stacktrail"):
+        for _ in range(3):   # start, then two SIGHUPs
+            assert integrations.apply({"trace_kafka": True}) == \
+                {"trace_kafka": False}
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert lines == [("INFO", "stacktrail: trace_kafka has nothing to trace "
+                      "here: no_such_kafka_library is not installed")]
     assert integrations.status()["trace_kafka"] is False
+
+
+def test_a_flag_whose_integration_is_not_installed_warns_once(installed,
+                                                              caplog):
+    # the library is there but the integration module is not (a third
+    # party's plugin left out): something the operator asked for is lost
+    from stacktrail import integrations
+    installed(flags.Flag("trace_jsonish", False, "Trace json calls.",
+                         module="no_such_stacktrail_integration",
+                         library="json"))
+    with caplog.at_level(logging.DEBUG, logger="stacktrail"):
+        for _ in range(3):
+            assert integrations.apply({"trace_jsonish": True}) == \
+                {"trace_jsonish": False}
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(lines) == 1 and lines[0][0] == "WARNING" and \
+        "trace_jsonish is on but its library is missing" in lines[0][1], \
+        lines

@@ -101,6 +101,20 @@ def test_random_key_with_repeated_neighbours_allowed():
     assert signing.weakness("00667fde883dddf3d334456f01121604") is None
 
 
+def test_weak_key_refusal_said_once_per_process(caplog):
+    # a service reads its keys in several places (settings, the WSGI
+    # switch, each filter) and again on every reload: one line, not four
+    caplog.set_level(logging.WARNING)
+    for _ in range(2):
+        live(keys="password," + K1)
+        web.enable("password")
+        web.WsgiMiddleware(App(), hmac_keys="password", enabled=True)
+    said = [r.getMessage() for r in caplog.records
+            if "weak HMAC key" in r.getMessage()]
+    assert len(said) == 1, said
+    assert signing.usable_keys("password") == []   # still refused
+
+
 def test_weak_key_refused_everywhere_unless_allowed(caplog):
     caplog.set_level(logging.WARNING)
     assert live(keys="changeme," + K1).validation_keys == (K1,)
