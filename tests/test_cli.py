@@ -342,3 +342,53 @@ def test_agent_status_delegates(monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("stacktrail: error: agent status is not available")
     assert "\n" not in err
+
+
+# --- trace headers: a request traced by hand -------------------------------
+
+def _served_trace_id(headers, key):
+    """The trace a WSGI service with ``key`` starts from ``headers``."""
+    from stacktrail import profiler
+    from stacktrail import web
+    seen = []
+
+    def app(environ, start_response):
+        prof = profiler.get()
+        seen.append(prof.get_base_id() if prof else None)
+        start_response("200 OK", [])
+        return [b""]
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/"}
+    for name, value in headers.items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    body = web.WsgiMiddleware(app, hmac_keys=key, enabled=True)(
+        environ, lambda *a: None)
+    list(body)
+    if hasattr(body, "close"):   # as a WSGI server does
+        body.close()
+    return seen[0]
+
+
+def test_trace_headers_start_a_trace_a_service_accepts(tmp_path):
+    key = "a3f1" + os.urandom(14).hex()
+    done = run("trace", "headers", "--hmac-key", key)
+    assert done.returncode == 0, done.stderr
+    # one "Name: value" a line (curl -H @FILE), the id on stderr only
+    headers = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert set(headers) == {"X-Trace-Info", "X-Trace-HMAC", "traceparent"}
+    trace_id = done.stderr.split()[2]
+    assert _served_trace_id(headers, key) == trace_id
+    # a service with another key does not trace it
+    assert _served_trace_id(headers, "b4e2" + os.urandom(14).hex()) is None
+    # the key from a service's config file (its first hmac_keys), as JSON
+    conf = tmp_path / "service.conf"
+    conf.write_text("[profiler]\nhmac_keys = %s,%s\n"
+                    % (key, "c5d3" + os.urandom(14).hex()))
+    done = run("--config-file", conf, "trace", "headers", "--json")
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert _served_trace_id(found["headers"], key) == found["id"]
+
+
+def test_trace_headers_without_a_key_is_one_clear_error():
+    done = run("trace", "headers", env={"OS_PROFILE": ""})
+    assert_error(done, "no HMAC key", "--hmac-key")

@@ -42,6 +42,8 @@ import stacktrail
 from stacktrail.common import logtext
 
 ENV_CONNECTION = "STACKTRAIL_CONNECTION_STRING"
+# The key ``openstack --os-profile`` reads from the environment too.
+ENV_HMAC_KEY = "OS_PROFILE"
 PROG = "stacktrail"
 DEFAULT_TIMEOUT = 10.0
 
@@ -355,6 +357,37 @@ def _trace_show(args):
     else:
         output = render_report(report, args.format, show_noise=show_noise)
     _write(output, args.out)
+    return 0
+
+
+def cmd_trace_headers(args):
+    """Headers that start a trace, for a request made by hand (curl)."""
+    from stacktrail import profiler
+    from stacktrail import web
+    from stacktrail.common import signing
+    key = args.hmac_key or os.environ.get(ENV_HMAC_KEY)
+    if not key and args.config_file:
+        keys = signing.split_keys(
+            load_config(args.config_file).profiler.hmac_keys)
+        key = keys[0] if keys else None
+    if not key:
+        raise CLIError("no HMAC key: give --hmac-key, $%s or a "
+                       "--config-file with [profiler] hmac_keys"
+                       % ENV_HMAC_KEY)
+    prof = profiler.init(key)
+    try:
+        trace_id, headers = prof.get_base_id(), web.get_trace_id_headers()
+    finally:
+        profiler.clean()
+    if args.json:
+        _write(json.dumps({"id": trace_id, "headers": headers}, indent=2)
+               + "\n", None)
+    else:
+        # One "Name: value" a line, what ``curl -H @FILE`` reads; the id
+        # on stderr, so that redirecting stdout keeps only the headers.
+        _write("".join("%s: %s\n" % item for item in headers.items()), None)
+        print("trace id: %s  (stacktrail trace show %s)" % (
+            trace_id, trace_id), file=sys.stderr)
     return 0
 
 
@@ -694,7 +727,7 @@ def build_parser():
 
     trace = commands.add_parser("trace", help="show or list traces")
     trace_commands = trace.add_subparsers(dest="trace_command",
-                                          metavar="{show,list}")
+                                          metavar="{show,list,headers}")
     trace_commands.required = True
 
     show = trace_commands.add_parser(
@@ -754,6 +787,24 @@ def build_parser():
                          const="json", help="same as --format json")
     listing.set_defaults(func=cmd_trace_list)
     _store_options(listing)
+
+    headers = trace_commands.add_parser(
+        "headers", help="headers that start a trace, for curl",
+        description="Print the headers that make a service trace a request "
+                    "(osprofiler's signed X-Trace-Info/X-Trace-HMAC and W3C "
+                    "traceparent), one 'Name: value' a line, and the new "
+                    "trace's id on stderr: stacktrail trace headers > h; "
+                    "curl -H @h URL; stacktrail trace show ID.")
+    headers.add_argument("--hmac-key", metavar="KEY",
+                         help="one of the services' [profiler] hmac_keys "
+                              "(default: $%s, then the first of "
+                              "--config-file's)" % ENV_HMAC_KEY)
+    headers.add_argument("--json", action="store_true",
+                         help="the id and the headers as JSON")
+    headers.add_argument("--config-file", action="append",
+                         default=argparse.SUPPRESS, metavar="FILE",
+                         help=argparse.SUPPRESS)
+    headers.set_defaults(func=cmd_trace_headers)
 
     _analyze_parser(commands)
     _sampling_parser(commands)
