@@ -61,39 +61,38 @@ def test_entry_points_that_cannot_be_read_are_logged(caplog):
         "metadata" in caplog.text
 
 
+def _said_at_start_and_reloads(installed, caplog, flag):
+    """What switching ``flag`` on says at a start and two SIGHUPs, as
+    (level, message); it must stay off each time."""
+    from stacktrail import integrations
+    installed(flag)
+    with caplog.at_level(logging.DEBUG, logger="stacktrail"):
+        for _ in range(3):
+            assert integrations.apply({flag.name: True}) == \
+                {flag.name: False}
+    assert integrations.status()[flag.name] is False
+    return [(r.levelname, r.getMessage()) for r in caplog.records]
+
+
 def test_a_flag_whose_library_is_not_installed_logs_one_line(installed,
                                                              caplog):
     # asked for in the config, its library absent: the service cannot use
     # it, so there is nothing to trace; said once (not on every reload),
     # as information, and the flag reports off instead of waiting for an
     # import that cannot come
-    from stacktrail import integrations
-    installed(flags.Flag("trace_kafka", False, "Trace Kafka sends.",
-                         module="stacktrail_kafka_tracing",
-                         library="no_such_kafka_library"))
-    with caplog.at_level(logging.DEBUG, logger="stacktrail"):
-        for _ in range(3):   # start, then two SIGHUPs
-            assert integrations.apply({"trace_kafka": True}) == \
-                {"trace_kafka": False}
-    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
-    assert lines == [("INFO", "stacktrail: trace_kafka has nothing to trace "
-                      "here: no_such_kafka_library is not installed")]
-    assert integrations.status()["trace_kafka"] is False
+    said = _said_at_start_and_reloads(installed, caplog, flags.Flag(
+        "trace_kafka", False, "Trace Kafka sends.",
+        module="stacktrail_kafka_tracing", library="no_such_kafka_library"))
+    assert said == [("INFO", "stacktrail: trace_kafka has nothing to trace "
+                     "here: no_such_kafka_library is not installed")]
 
 
 def test_a_flag_whose_integration_is_not_installed_warns_once(installed,
                                                               caplog):
     # the library is there but the integration module is not (a third
     # party's plugin left out): something the operator asked for is lost
-    from stacktrail import integrations
-    installed(flags.Flag("trace_jsonish", False, "Trace json calls.",
-                         module="no_such_stacktrail_integration",
-                         library="json"))
-    with caplog.at_level(logging.DEBUG, logger="stacktrail"):
-        for _ in range(3):
-            assert integrations.apply({"trace_jsonish": True}) == \
-                {"trace_jsonish": False}
-    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
-    assert len(lines) == 1 and lines[0][0] == "WARNING" and \
-        "trace_jsonish is on but its library is missing" in lines[0][1], \
-        lines
+    said = _said_at_start_and_reloads(installed, caplog, flags.Flag(
+        "trace_jsonish", False, "Trace json calls.",
+        module="no_such_stacktrail_integration", library="json"))
+    assert len(said) == 1 and said[0][0] == "WARNING" and \
+        "trace_jsonish is on but its library is missing" in said[0][1], said
