@@ -90,8 +90,9 @@ def _wait_for(flag, path, library):
         # The service cannot use a library it does not have: nothing to
         # trace (the shipped fragments turn trace_mongodb on for every
         # Zaqar, most of which keep no data in MongoDB).
-        _say_once(flag, LOG.info, "stacktrail: %s has nothing to trace "
-                  "here: %s is not installed", flag, library)
+        _say_once(flag, LOG.info if _asked_for(flag) else LOG.debug,
+                  "stacktrail: %s has nothing to trace here: %s is not "
+                  "installed", flag, library)
         return False
     _waiting[flag] = (path, library)
     if library not in _hooked:

@@ -3,6 +3,7 @@
 broken, foreign or repeated one is left out and the service starts."""
 
 import logging
+import textwrap
 
 import pytest
 from oslo_config import cfg
@@ -10,6 +11,7 @@ from oslo_config import cfg
 from stacktrail import opts
 from stacktrail.common import flags
 from stacktrail.common import plugins
+from tests import fresh_process
 
 
 def manager(*plugins_):
@@ -96,3 +98,23 @@ def test_a_flag_whose_integration_is_not_installed_warns_once(installed,
         module="no_such_stacktrail_integration", library="json"))
     assert len(said) == 1 and said[0][0] == "WARNING" and \
         "trace_jsonish is on but its library is missing" in said[0][1], said
+
+
+def test_a_default_flag_without_its_library_stays_quiet():
+    # trace_rpc is on by default; a Zaqar has no oslo.messaging, and must
+    # not be told so at every start (DEBUG only)
+    said = fresh_process.output(textwrap.dedent("""
+        import logging, sys
+        class NotInstalled:   # as if oslo.messaging were not installed
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "oslo_messaging":
+                    raise ModuleNotFoundError(name)
+        sys.meta_path.insert(0, NotInstalled())
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stdout,
+                            format="%(levelname)s %(message)s")
+        from stacktrail import integrations
+        print(integrations.apply({"trace_rpc": True}))
+    """))
+    assert "{'trace_rpc': False}" in said
+    assert "DEBUG stacktrail: trace_rpc has nothing to trace here: " \
+        "oslo_messaging is not installed" in said
