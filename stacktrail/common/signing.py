@@ -102,7 +102,7 @@ def _shown(key):
 # Weak keys already refused in this process: a service reads its keys in
 # several places (the settings, the WSGI switch, each filter), and says so
 # once, not once per place or per reload.
-_refused = set()
+_refused = logtext.Problems()
 
 
 def usable_keys(keys, allow_insecure=False):
@@ -120,8 +120,7 @@ def usable_keys(keys, allow_insecure=False):
         why = weakness(key)
         if why is None:
             usable.append(key)
-        elif key not in _refused:
-            _refused.add(key)
+        elif _refused.new(key, why):
             LOG.warning("stacktrail: refusing the weak HMAC key %r (%s) for "
                         "triggered tracing; set [profiler] hmac_keys to a "
                         "random secret, e.g. the output of 'openssl rand "

@@ -15,6 +15,7 @@ import logging
 import sys
 
 from stacktrail.common import flags as _flags
+from stacktrail.common import logtext
 
 LOG = logging.getLogger(__name__)
 
@@ -28,9 +29,9 @@ def modules():
 # service imports the library (which it had not when the flag was applied).
 _waiting = {}
 _hooked = set()   # libraries with an import hook
-# What was said about a flag that cannot be switched on: once a process,
-# not again on every reload (SIGHUP) or every service sharing the process.
-_said = set()
+# Why a flag cannot be switched on, said once a process, not again on
+# every reload (SIGHUP) or for every service sharing the process.
+_said = logtext.Problems()
 
 
 def when_imported(module_name, hook):
@@ -133,8 +134,7 @@ def _apply_one(flag, path, wanted):
 
 
 def _say_once(flag, log, text, *args):
-    if flag not in _said:
-        _said.add(flag)
+    if _said.new(flag, text):
         log(text, *args)
 
 
