@@ -23,8 +23,8 @@ Configurations (the overhead benchmarks' names):
 * ``armed``: the shipped fragment, ``enabled = true``, requests unsigned;
 * ``disabled``: the same with ``enabled = false`` (what stacktrail's API
   filter costs in place of the service's own osprofiler filter);
-* ``armed-<flag>``: armed with one ``trace_<flag>`` off (e.g.
-  ``armed-sqlalchemy``), to see what one integration adds.
+* ``armed-<flag>[+<flag>...]``: armed with those ``trace_<flag>`` off
+  (e.g. ``armed-sqlalchemy``), to see what integrations add.
 
 Printed: instructions per lifecycle and the ratio to ``off``.  Under
 callgrind a lifecycle runs about 50 times slower; a run of three
@@ -65,7 +65,8 @@ def settings(name, service):
     if name == "disabled":
         options = dict(options, enabled=False)
     elif name.startswith("armed-"):
-        options = dict(options, **{"trace_" + name[len("armed-"):]: False})
+        options = dict(options, **{"trace_" + flag: False
+                                   for flag in name[6:].split("+")})
     elif name != "armed":
         raise SystemExit("unknown configuration %r" % name)
     return env_vars, options

@@ -109,7 +109,12 @@ def init(hmac_key, base_id=None, parent_id=None):
     made current: a service switched off records nothing, whoever calls.
     """
     profiler = _Profiler(hmac_key, base_id=base_id, parent_id=parent_id)
-    _current.set(profiler.root if _settings.current.enabled else None)
+    if not _settings.current.enabled:
+        _current.set(None)
+        return profiler
+    if _context.first_trace is not None:
+        _context.first_trace()
+    _current.set(profiler.root)
     return profiler
 
 

@@ -40,6 +40,10 @@ _lock = threading.RLock()
 _activations = {}   # id(conf) -> Activation
 _problems = logtext.Problems()   # by id(conf)
 _latest = None
+# Integrations that only record wait for the first trace of the process
+# (``_integrate``): an armed service that is never traced never runs them.
+_traced = False
+_waiting = {}
 
 
 class Activation:
@@ -135,7 +139,8 @@ def _apply(state):
                         "trust_traceparent start traces here")
     else:
         web.disable()
-    integrations.apply(_installed(state, live))
+    _integrate(_installed(state, live), live.enabled,
+               {flag.name for flag in state.flags() if flag.lazy})
     otel.apply(live.enabled and conf.profiler.otel_bridge)
     # the node agent's sampling policy, on top of the [profiler] values
     policy_client.follow(state.connection_string, state.target)
@@ -156,6 +161,36 @@ def _installed(state, live):
     on when the service imports that library, see ``integrations``)."""
     return {flag.name: live.flags.get(flag.name, False) or bool(
         live.enabled and flag.carries) for flag in state.flags()}
+
+
+def _integrate(wanted, enabled, lazy):
+    """Apply the integrations; until the process's first trace, the
+    ``lazy`` ones (they only record, and can start while the service runs)
+    wait for ``_first_trace``: a service that is never traced never runs
+    them."""
+    global _waiting
+    if enabled and not _traced:
+        _waiting = {name: True for name, on in wanted.items()
+                    if on and name in lazy}
+        wanted = {name: on for name, on in wanted.items()
+                  if name not in _waiting}
+        context.first_trace = _first_trace
+    else:
+        _waiting = {}
+        context.first_trace = None
+    integrations.apply(wanted)
+
+
+def _first_trace():
+    """The hook ``profiler.init`` calls until it is done: the waiting
+    integrations on, before the trace's first span.  A trace starting in
+    another thread meanwhile waits here for them too."""
+    global _traced
+    with _lock:
+        if not _traced:
+            integrations.apply(_waiting)
+            _traced = True
+        context.first_trace = None
 
 
 def _sink(state, target):
@@ -208,8 +243,11 @@ context.writer_for = _writer_for
 
 def reset():
     """Forget every activation and undo the adapters' wiring (tests)."""
-    global _latest
+    global _latest, _traced, _waiting
     with _lock:
+        _traced = False
+        _waiting = {}
+        context.first_trace = None
         _activations.clear()
         _problems.clear()
         _latest = None

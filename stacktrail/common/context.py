@@ -27,6 +27,11 @@ emitting = contextvars.ContextVar("stacktrail_emitting", default=False)
 # services starts (an RPC dispatch, a WSGI app), the code sets ``writer``.
 writer_for = None
 
+# Set by the runtime while the integrations that only record (SQL, HTTP,
+# drivers ...) wait for the process's first trace: called once, before that
+# trace becomes current (``profiler.init``).
+first_trace = None
+
 
 def writer_of(service, host=None):
     """The ``put`` recording as ``service`` on ``host`` (None: the

@@ -32,13 +32,16 @@ class Flag:
     trace).  ``library``: the module the integration instruments (by
     default the one it carries the trace through); the integration is
     switched on when the service imports it, and never imports it for the
-    service.  An adapter
+    service.  ``lazy``: the integration works when switched on while the
+    service runs (it patches classes, or its wrappers read the flag at each
+    call), so an armed process switches it on only when its first trace
+    starts: a service that is never traced never runs it.  An adapter
     may name another option that sets a flag's value in its project
     (Zaqar's ``trace_wsgi_transport`` sets ``trace_wsgi``).
     """
 
     def __init__(self, name, default, help, module=None, shared=False,
-                 carries=False, library=None):
+                 carries=False, library=None, lazy=False):
         self.name = name
         self.default = default
         self.help = help
@@ -46,6 +49,7 @@ class Flag:
         self.shared = shared
         self.carries = carries
         self.library = library or carries or None
+        self.lazy = lazy
 
     def __repr__(self):
         return "Flag(%r)" % self.name
@@ -64,23 +68,24 @@ BUILTIN = (
          _integration("rpc"), carries="oslo_messaging"),
     Flag("trace_drivers", True,
          "Trace calls into storage and backend driver objects.",
-         _integration("drivers")),
+         _integration("drivers"), lazy=True),
     Flag("trace_sqlalchemy", False,
          "Add a span for every SQL statement (noisy; parameters are hidden "
          "unless show_sql_parameters).", _integration("sqlalchemy"),
-         shared=True, library="sqlalchemy"),
+         shared=True, library="sqlalchemy", lazy=True),
     Flag("trace_requests", False,
          "Add an http span for every call made with requests or "
          "keystoneauth1 and pass the trace to the callee.",
          _integration("http"), shared=True, library="requests"),
     Flag("trace_redis", False,
          "Add a span for every Redis command (no values).",
-         _integration("redis"), library="redis"),
+         _integration("redis"), library="redis", lazy=True),
     Flag("trace_mongodb", False,
          "Add a span for every MongoDB command (no documents).",
          _integration("pymongo"), library="pymongo"),
     Flag("trace_pooling", False,
-         "Trace pool checkouts and pool selection.", _integration("pools")),
+         "Trace pool checkouts and pool selection.", _integration("pools"),
+         lazy=True),
 )
 
 DEFAULTS = {flag.name: flag.default for flag in BUILTIN}

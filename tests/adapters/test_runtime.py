@@ -106,6 +106,47 @@ def test_reload_applies_changes_and_keeps_one_hook(tmp_path):
     assert len(conf._mutate_hooks) == 1
 
 
+def test_recording_integrations_wait_for_the_first_trace(tmp_path):
+    """Armed, a service that is never traced runs no SQL hook; its first
+    trace switches the hook on before the trace's first span (that trace
+    is whole) and it stays on for the untraced statements after it."""
+    import requests  # noqa: F401 (a service that uses both libraries)
+    import sqlalchemy
+    from stacktrail import integrations
+    from tests.integrations.conftest import Recorder
+    engine = sqlalchemy.create_engine("sqlite://")
+    conf, path = _conf(tmp_path, PROFILER % ("true", KEY) +
+                       "trace_sqlalchemy = true\ntrace_requests = true\n")
+    initializer.init_from_conf(conf, None, "demo", "api", "h")
+    sql = integrations.module("trace_sqlalchemy")
+    # requests passes on the W3C context of untraced requests: at once
+    assert integrations.module("trace_requests").is_enabled()
+    recorder = Recorder()
+    notifier.set(recorder)
+
+    def select():
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("select 2"))
+    select()
+    assert not sql.is_enabled()
+    profiler.init(KEY)
+    try:
+        select()
+    finally:
+        profiler.clean()
+    assert sql.is_enabled() and len(recorder.spans("db")) == 1
+    select()
+    # traced once, a flag switched on by a reload applies at once
+    path.write_text(PROFILER % ("true", KEY) + "trace_sqlalchemy = true\n"
+                    "trace_pooling = true\n")
+    conf.mutate_config_files()
+    assert integrations.module("trace_pooling").is_enabled()
+    assert sql.is_enabled() and len(recorder.spans("db")) == 1
+    path.write_text(PROFILER % ("false", KEY))
+    conf.mutate_config_files()
+    assert not sql.is_enabled()
+
+
 def test_bad_profiler_section_logs_one_line_and_runs(tmp_path, caplog):
     conf, _ = _conf(tmp_path,
                     "[profiler]\nenabled = true\n"
