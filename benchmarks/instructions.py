@@ -3,6 +3,7 @@ instructions.
 
     .venv/bin/python benchmarks/instructions.py nova [--lifecycles 3]
         [--configs off,armed,disabled] [--parallel 2] [--keep DIR]
+        [--within BLOCKS]
 
 The time-based benchmarks (cinder_overhead.py, nova_overhead.py) compare
 CPU time on a machine whose speed moves by up to half from one second to
@@ -26,6 +27,14 @@ Configurations (the overhead benchmarks' names):
 * ``armed-<flag>[+<flag>...]``: armed with those ``trace_<flag>`` off
   (e.g. ``armed-sqlalchemy``), to see what integrations add.
 
+Processes started anew differ by up to 1 % (where their code and data
+land), more than what armed adds.  ``--within BLOCKS`` measures without
+that: one armed process, switched to ``enabled = false`` and back every
+``--lifecycles`` counted lifecycles through oslo.config's reload (what a
+SIGHUP does; ``in_service.bench.Turns``), each lifecycle dumped on its own;
+the lifecycle after each switch is not counted.  It prints each state's
+mean and range relative to the switched-off mean.
+
 Printed: instructions per lifecycle and the ratio to ``off``.  Under
 callgrind a lifecycle runs about 50 times slower; a run of three
 configurations takes about five minutes with two in parallel.
@@ -37,6 +46,7 @@ import copy
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,47 +115,117 @@ def _control(prefix, pid, *args):
                    + list(args) + [pid], capture_output=True, check=True)
 
 
+class Process:
+    """One bench process of configuration ``name`` under callgrind, its
+    counting off until ``on()``; ``extra`` adds to its environment."""
+
+    def __init__(self, service, env, overlay, name, workdir, hash_seed,
+                 **extra):
+        self.work = Path(tempfile.mkdtemp(prefix=name + "-", dir=workdir))
+        self.durations = self.work / "durations.jsonl"
+        self.out = self.work / "callgrind.out"
+        self.prefix = str(self.work / "vgdb")
+        wrapper = self.work / "python"
+        wrapper.write_text(
+            "#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no "
+            "--vgdb-prefix=%s --callgrind-out-file=%s %s \"$@\"\n"
+            % (self.prefix, self.out, env.python))
+        wrapper.chmod(0o755)
+        env_vars, options = settings(name, service)
+        config = common.Config(name, overlay if options is not None
+                               else None, env_vars, options)
+        env_vars = common.padded(dict(
+            config.env_vars, STACKTRAIL_BENCH_DURATIONS=str(self.durations),
+            STACKTRAIL_BENCH_WARMUP=str(WARMUP),
+            STACKTRAIL_BENCH_WAIT="notification",
+            STACKTRAIL_BENCH_POLL="0.005", STACKTRAIL_BENCH_RPC_POLL="0.002",
+            PYTHONHASHSEED=str(hash_seed), **extra),
+            service.added_environ(config))
+        self.failure = []
+        self.runner = threading.Thread(target=lambda: self.failure.append(
+            service.run(copy_env(env, wrapper), config, env_vars, 3600)),
+            daemon=True)
+        self.runner.start()
+        self.pid = None
+
+    def on(self):
+        self.pid = _pid_of(str(self.durations))
+        self.control("-i", "on")
+
+    def control(self, *args):
+        _control(self.prefix, self.pid, *args)
+
+    def join(self, name):
+        self.runner.join()
+        if self.failure and self.failure[0]:
+            raise RuntimeError("%s: the bench test failed:\n%s"
+                               % (name, self.failure[0]))
+
+    def dumps(self):
+        """The instructions of each dump, in the order of the dumps."""
+        found = sorted((int(p.name.rsplit(".", 1)[1]), p)
+                       for p in self.work.iterdir()
+                       if p.name.startswith(self.out.name + "."))
+        return [_totals(path) for _, path in found]
+
+
 def count(service, env, overlay, name, lifecycles, workdir, hash_seed=1):
     """Instructions of ``lifecycles`` lifecycles of configuration ``name``."""
-    work = Path(tempfile.mkdtemp(prefix=name + "-", dir=workdir))
-    durations = work / "durations.jsonl"
-    out = work / "callgrind.out"
-    prefix = str(work / "vgdb")
-    wrapper = work / "python"
-    wrapper.write_text(
-        "#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no "
-        "--vgdb-prefix=%s --callgrind-out-file=%s %s \"$@\"\n"
-        % (prefix, out, env.python))
-    wrapper.chmod(0o755)
-    env_vars, options = settings(name, service)
-    config = common.Config(name, overlay if options is not None else None,
-                           env_vars, options)
-    env_vars = common.padded(dict(
-        config.env_vars, STACKTRAIL_BENCH_DURATIONS=str(durations),
-        STACKTRAIL_BENCH_WARMUP=str(WARMUP),
-        STACKTRAIL_BENCH_ITERATIONS=str(lifecycles + 2),
-        STACKTRAIL_BENCH_WAIT="notification", STACKTRAIL_BENCH_POLL="0.005",
-        STACKTRAIL_BENCH_RPC_POLL="0.002", PYTHONHASHSEED=str(hash_seed)),
-        service.added_environ(config))
-    counted = copy_env(env, wrapper)
-    failure = []
-    runner = threading.Thread(target=lambda: failure.append(
-        service.run(counted, config, env_vars, 3600)), daemon=True)
-    runner.start()
-    _wait_lines(durations, 1, runner.is_alive)
-    pid = _pid_of(str(durations))
-    _control(prefix, pid, "-i", "on")
-    _wait_lines(durations, 1 + lifecycles, runner.is_alive)
-    _control(prefix, pid, "-i", "off")
-    _control(prefix, pid, "-d", "counted")
-    runner.join()
-    if failure and failure[0]:
-        raise RuntimeError("%s: the bench test failed:\n%s"
-                           % (name, failure[0]))
-    dumps = [p for p in work.iterdir() if p.name.startswith(out.name + ".")]
-    total = sum(_totals(p) for p in dumps)
-    rows = [json.loads(line) for line in durations.read_text().splitlines()]
-    return total / lifecycles, [row.get("gets") for row in rows]
+    process = Process(service, env, overlay, name, workdir, hash_seed,
+                      STACKTRAIL_BENCH_ITERATIONS=str(lifecycles + 2))
+    alive = process.runner.is_alive
+    _wait_lines(process.durations, 1, alive)
+    process.on()
+    _wait_lines(process.durations, 1 + lifecycles, alive)
+    process.control("-i", "off")
+    process.control("-d", "counted")
+    process.join(name)
+    rows = [json.loads(line)
+            for line in process.durations.read_text().splitlines()]
+    return sum(process.dumps()) / lifecycles, [row.get("gets")
+                                               for row in rows]
+
+
+def count_within(service, env, overlay, blocks, per_block, workdir,
+                 hash_seed=1):
+    """{"armed": [...], "disabled": [...]}: the instructions of each
+    lifecycle of one armed process switched to ``enabled = false`` and back
+    every ``per_block`` lifecycles (as a SIGHUP switches it); the first
+    lifecycle after each switch and the switch itself are not counted."""
+    control = Path(tempfile.mkdtemp(prefix="control-", dir=workdir))
+    for fifo in ("go", "done"):
+        os.mkfifo(control / fifo)
+    process = Process(service, env, overlay, "armed", workdir, hash_seed,
+                      STACKTRAIL_BENCH_CONTROL=str(control))
+    done = open(control / "done")
+    go = open(control / "go", "w", buffering=1)
+
+    def ask(words):
+        go.write(words + "\n")
+        if not done.readline():
+            raise RuntimeError("the bench process ended early")
+    if done.readline().strip() != "ready":
+        raise RuntimeError("the bench process ended early")
+    process.on()
+    labels = []
+    state = "armed"
+    for _ in range(blocks):
+        for turn in range(per_block + 1):
+            ask("run 1")
+            process.control("-d")
+            labels.append(state if turn else None)
+        state = "disabled" if state == "armed" else "armed"
+        ask("enabled %s" % ("true" if state == "armed" else "false"))
+        process.control("-z")
+    go.write("stop\n")
+    go.close()
+    done.close()
+    process.join("armed")
+    counts = {"armed": [], "disabled": []}
+    for label, total in zip(labels, process.dumps()):
+        if label:
+            counts[label].append(total)
+    return counts
 
 
 def copy_env(env, python):
@@ -164,6 +244,21 @@ def _totals(path):
     return 0
 
 
+def report_within(service, counts):
+    print("%s: instructions per lifecycle, one armed process switched to "
+          "enabled = false and back (callgrind)" % service.title)
+    base = statistics.mean(counts["disabled"])
+    for name in ("disabled", "armed"):
+        values = counts[name]
+        print("  %-9s %2d lifecycles  mean %14s  %.4f x disabled  "
+              "(%.4f to %.4f)" % (
+                  name, len(values), format(int(statistics.mean(values)),
+                                            ","),
+                  statistics.mean(values) / base, min(values) / base,
+                  max(values) / base))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("service", choices=sorted(SERVICES))
@@ -176,6 +271,10 @@ def main(argv=None):
     parser.add_argument("--keep", metavar="DIR",
                         help="keep each configuration's callgrind output "
                         "under DIR (read it with callgrind_annotate)")
+    parser.add_argument("--within", type=int, metavar="BLOCKS",
+                        help="instead: one armed process, switched to "
+                        "enabled = false and back, BLOCKS blocks of "
+                        "--lifecycles counted lifecycles")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is needed (apt-get install valgrind)")
@@ -186,6 +285,10 @@ def main(argv=None):
         workdir = Path(args.keep or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         overlay = envs.stacktrail_overlay(workdir / "stacktrail-site", env)
+        if args.within:
+            return report_within(service, count_within(
+                service, env, overlay, args.within, args.lifecycles,
+                workdir, args.hash_seed))
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
             results = dict(zip(names, pool.map(
                 lambda name: count(service, env, overlay, name,

@@ -111,8 +111,10 @@ class Turns:
     """Lifecycles on a coordinator's word, through two FIFOs in
     ``directory``: this process writes ``ready`` to ``done`` once its
     services run and its warm-up is over, then reads ``go``: ``run N``
-    asks for N lifecycles (answered with ``done``), ``stop`` (or the end
-    of the file) ends the test.
+    asks for N lifecycles (answered with ``done``), ``enabled true|false``
+    sets ``[profiler] enabled`` and reloads the configuration as a SIGHUP
+    does (answered with ``done``; benchmarks/instructions.py
+    ``--within``), ``stop`` (or the end of the file) ends the test.
 
     The reads are plain blocking reads (eventlet does not patch the
     built-in ``open``): while it waits for its turn the whole eventlet hub
@@ -132,6 +134,10 @@ class Turns:
     def __iter__(self):
         while True:
             words = self._go.readline().split()
+            if words[:1] == ["enabled"]:
+                reload_enabled(words[1] == "true")
+                self.done()
+                continue
             if not words or words[0] != "run":
                 return
             yield int(words[1])
@@ -142,6 +148,14 @@ class Turns:
     def close(self):
         self._go.close()
         self._done.close()
+
+
+def reload_enabled(enabled):
+    """``[profiler] enabled`` switched in the service's configuration,
+    applied the way a SIGHUP applies it (oslo.config's mutate hooks)."""
+    from oslo_config import cfg
+    cfg.CONF.set_override("enabled", enabled, "profiler")
+    cfg.CONF.mutate_config_files()
 
 
 class GcClock:
