@@ -27,9 +27,9 @@ emitting = contextvars.ContextVar("stacktrail_emitting", default=False)
 # services starts (an RPC dispatch, a WSGI app), the code sets ``writer``.
 writer_for = None
 
-# Set by the runtime while the integrations that only record (SQL, HTTP,
-# drivers ...) wait for the process's first trace: called once, before that
-# trace becomes current (``profiler.init``).
+# Set by the runtime while the integrations that only record (SQL, drivers,
+# Redis ...) wait for the process's first trace: ``profiler.init`` calls it
+# before that trace becomes current, and it unsets itself.
 first_trace = None
 
 
