@@ -40,10 +40,9 @@ _lock = threading.RLock()
 _activations = {}   # id(conf) -> Activation
 _problems = logtext.Problems()   # by id(conf)
 _latest = None
-# Integrations that only record wait for the first trace of the process
-# (``_integrate``): an armed service that is never traced never runs them.
+# Integrations that only record are held until the first trace of the
+# process: an armed service that is never traced never runs them.
 _traced = False
-_waiting = {}
 
 
 class Activation:
@@ -139,8 +138,9 @@ def _apply(state):
                         "trust_traceparent start traces here")
     else:
         web.disable()
-    _integrate(_installed(state, live), live.enabled,
-               {flag.name for flag in state.flags() if flag.lazy})
+    waits = live.enabled and not _traced
+    integrations.apply(_installed(state, live), hold=waits)
+    context.first_trace = _first_trace if waits else None
     otel.apply(live.enabled and conf.profiler.otel_bridge)
     # the node agent's sampling policy, on top of the [profiler] values
     policy_client.follow(state.connection_string, state.target)
@@ -163,32 +163,14 @@ def _installed(state, live):
         live.enabled and flag.carries) for flag in state.flags()}
 
 
-def _integrate(wanted, enabled, lazy):
-    """Apply the integrations; until the process's first trace, the
-    ``lazy`` ones (they only record, and can start while the service runs)
-    wait for ``_first_trace``: a service that is never traced never runs
-    them."""
-    global _waiting
-    if enabled and not _traced:
-        _waiting = {name: True for name, on in wanted.items()
-                    if on and name in lazy}
-        wanted = {name: on for name, on in wanted.items()
-                  if name not in _waiting}
-        context.first_trace = _first_trace
-    else:
-        _waiting = {}
-        context.first_trace = None
-    integrations.apply(wanted)
-
-
 def _first_trace():
-    """The hook ``profiler.init`` calls until it is done: the waiting
+    """The hook ``profiler.init`` calls until it is done: the held
     integrations on, before the trace's first span.  A trace starting in
     another thread meanwhile waits here for them too."""
     global _traced
     with _lock:
         if not _traced:
-            integrations.apply(_waiting)
+            integrations.release()
             _traced = True
         context.first_trace = None
 
@@ -243,10 +225,9 @@ context.writer_for = _writer_for
 
 def reset():
     """Forget every activation and undo the adapters' wiring (tests)."""
-    global _latest, _traced, _waiting
+    global _latest, _traced
     with _lock:
         _traced = False
-        _waiting = {}
         context.first_trace = None
         _activations.clear()
         _problems.clear()

@@ -24,6 +24,13 @@ def test_there_are_notes_named_as_reno_names_them():
         assert re.fullmatch(r"[a-z0-9-]+-[0-9a-f]{16}\.yaml", note.name), note
 
 
+def test_each_note_has_its_own_id():
+    """reno knows a note by the hex id ending its name: two files with one
+    id are one note to it, and the other is left out of the report."""
+    ids = [note.name[-21:-5] for note in _notes()]
+    assert sorted(set(ids)) == sorted(ids)
+
+
 @pytest.mark.parametrize("note", _notes(), ids=lambda p: p.name)
 def test_note_is_valid(note):
     core = pytest.importorskip("docutils.core")

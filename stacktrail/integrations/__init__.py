@@ -29,6 +29,9 @@ def modules():
 # service imports the library (which it had not when the flag was applied).
 _waiting = {}
 _hooked = set()   # libraries with an import hook
+# Lazy flags (``Flag.lazy``) turned on while held: switched on by
+# ``release`` (the runtime's: at the process's first trace).
+_held = set()
 # Why a flag cannot be switched on, said once a process, not again on
 # every reload (SIGHUP) or for every service sharing the process.
 _said = logtext.Problems()
@@ -54,7 +57,7 @@ def module(flag):
     return importlib.import_module(modules()[flag])
 
 
-def apply(flags):
+def apply(flags, hold=False):
     """Enable or disable each integration named in ``flags``.
 
     Flags that are absent are left as they are; flags without a module
@@ -62,21 +65,36 @@ def apply(flags):
     a library that is not installed or an integration that fails is logged
     and the others still apply.  Returns {flag: enabled} for the flags
     handled; a flag whose library the service has not imported yet is on
-    (it applies when the library is imported).
+    (it applies when the library is imported), and so is a lazy flag
+    turned on with ``hold`` (it applies at ``release``).
     """
     known = modules()
-    libraries = {flag.name: flag.library for flag in _flags.every()}
+    every = _flags.every()
+    libraries = {flag.name: flag.library for flag in every}
+    lazy = {flag.name for flag in every if flag.lazy} if hold else ()
     result = {}
     for flag, wanted in (flags or {}).items():
         if flag not in known:
             continue
         library = libraries.get(flag)
+        if wanted and flag in lazy:
+            _held.add(flag)
+            result[flag] = True
+            continue
+        _held.discard(flag)
         if wanted and library and library not in sys.modules:
             result[flag] = _wait_for(flag, known[flag], library)
         else:
             _waiting.pop(flag, None)
             result[flag] = _apply_one(flag, known[flag], bool(wanted))
     return result
+
+
+def release():
+    """Switch on the lazy flags ``apply`` held."""
+    held = dict.fromkeys(_held, True)
+    _held.clear()
+    return apply(held)
 
 
 def _wait_for(flag, path, library):
@@ -140,7 +158,7 @@ def _say_once(flag, log, text, *args):
 
 def status():
     """{flag: enabled} for the integrations imported so far (or waiting
-    for the service to import their library)."""
-    return {flag: flag in _waiting or bool(
+    for the service to import their library, or held)."""
+    return {flag: flag in _waiting or flag in _held or bool(
         path in sys.modules and sys.modules[path].is_enabled())
         for flag, path in modules().items()}
