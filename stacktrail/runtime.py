@@ -40,8 +40,9 @@ _lock = threading.RLock()
 _activations = {}   # id(conf) -> Activation
 _problems = logtext.Problems()   # by id(conf)
 _latest = None
-# Integrations that only record are held until the first trace of the
-# process: an armed service that is never traced never runs them.
+# Integrations and adapter wiring that only record are held until the
+# first trace of the process: a service that is never traced never runs
+# them.
 _traced = False
 
 
@@ -102,7 +103,7 @@ def _activation(conf, project):
         state.adapter = adapters.load(project or _parsed(conf, "project"))
         if state.adapter is not None:
             opts.register_opts(conf, state.adapter.options())
-            adapters.wire(state.adapter, conf)
+            adapters.wire(state.adapter, conf, hold=not _traced)
     return state
 
 
@@ -171,6 +172,7 @@ def _first_trace():
     with _lock:
         if not _traced:
             integrations.release()
+            adapters.release()
             _traced = True
         context.first_trace = None
 

@@ -23,7 +23,8 @@ and is loaded when tracing is set up for that project:
     Other names are left untraced: the adapter's wiring covers that code.
 ``wiring``
     ``toolkit`` declarations: what to trace or replace, by dotted path,
-    applied when each module is imported.
+    applied when each module is imported (what only records, when the
+    process is first traced).
 ``setup(conf)``
     Anything the declarations cannot say, once per process.
 
@@ -42,6 +43,8 @@ NAMESPACE = "stacktrail.adapters"
 _lock = threading.RLock()
 _loaded = {}
 _wired = {}
+# adapter name -> the declarations its ``wire`` held until ``release``
+_held = {}
 
 
 class Adapter:
@@ -62,14 +65,22 @@ class Adapter:
     def setup(self, conf):
         """Once per process, after the declarations were registered."""
 
-    def wire(self, conf, patcher):
-        """Register the declarations (they apply as modules are imported)."""
+    def wire(self, conf, patcher, hold=False):
+        """Register the declarations (they apply as modules are imported);
+        with ``hold``, those that only record wait for ``release``.
+        Returns the held ones."""
         if self.takeover:
             from stacktrail.adapters import takeover
             takeover.install()
+        held = []
         for declaration in self.wiring:
-            declaration.register(patcher)
+            if hold and declaration.lazy:
+                declaration.hold(patcher)
+                held.append(declaration)
+            else:
+                declaration.register(patcher)
         self.setup(conf)
+        return held
 
 
 def load(project, manager=None):
@@ -118,21 +129,34 @@ def _scan(manager, names=None):
     return found
 
 
-def wire(adapter, conf):
-    """Wire ``adapter`` into this process once; returns its patcher."""
+def wire(adapter, conf, hold=False):
+    """Wire ``adapter`` into this process once; returns its patcher.
+    ``hold``: what only records waits for ``release`` (the runtime's: an
+    armed process's first trace)."""
     from stacktrail.integrations import _base
     with _lock:
         if adapter.name not in _wired:
             patcher = _base.Patcher()
             _wired[adapter.name] = patcher
-            adapter.wire(conf, patcher)
+            _held[adapter.name] = adapter.wire(conf, patcher, hold)
         return _wired[adapter.name]
+
+
+def release():
+    """Apply every adapter's held declarations."""
+    with _lock:
+        held = [(declaration, _wired[name]) for name, declarations in
+                _held.items() for declaration in declarations]
+        _held.clear()
+    for declaration, patcher in held:
+        declaration.release(patcher)
 
 
 def unwire(adapter):
     """Undo what ``wire`` patched (tests; a process keeps its wiring)."""
     with _lock:
         patcher = _wired.pop(adapter.name, None)
+        _held.pop(adapter.name, None)
     if patcher is not None:
         patcher.restore()
 
@@ -143,6 +167,7 @@ def unwire_all():
     with _lock:
         patchers = list(_wired.values())
         _wired.clear()
+        _held.clear()
     for patcher in patchers:
         patcher.restore()
     from stacktrail.adapters import takeover

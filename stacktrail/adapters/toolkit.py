@@ -21,6 +21,11 @@ Whatever these declarations wrap is marked (``integrations.methods``):
 nothing is traced twice, also when the project calls osprofiler's
 ``trace_cls`` on the same object.
 
+What only records (``TraceClass``, ``TraceCreated``) waits for the
+process's first trace (``adapters.wire(..., hold=True)``, as the runtime
+wires an armed service): a service that is never traced keeps its classes
+as they are.
+
 Several services in one process: ``Serves`` marks the endpoints a service
 dispatches to, and ``serving(service, host)`` names the service for the
 traces joined in a block, so each span records the service that ran it.
@@ -31,6 +36,8 @@ import functools
 import importlib
 import logging
 import sys
+import threading
+import weakref
 
 from stacktrail import integrations
 from stacktrail.common import context
@@ -77,6 +84,8 @@ class Declaration:
     """One thing to do in a project's module, once it is imported."""
 
     path = ""
+    # Only records, so it can wait for the process's first trace.
+    lazy = False
 
     @property
     def module(self):
@@ -86,12 +95,21 @@ class Declaration:
         when_imported(self.module, lambda module: _base.guard(
             "adapter %s" % self.path, self.apply, patcher))
 
+    def hold(self, patcher):
+        """Held until ``release``: what must be done meanwhile so that it
+        misses nothing then."""
+
+    def release(self, patcher):
+        self.register(patcher)
+
     def apply(self, patcher):
         raise NotImplementedError
 
 
 class TraceClass(Declaration):
     """Trace the methods a class defines: a span ``name`` per call."""
+
+    lazy = True
 
     def __init__(self, path, name, flag=None, methods=None, private=False,
                  info=None):
@@ -130,8 +148,12 @@ class TraceCreated(Declaration):
     ``DRIVER``), or a function of the object giving that or None to leave
     the object alone.  Meant for bases whose subclasses live in modules
     loaded later (a storage backend per driver): their objects are traced
-    through instance attributes, so each keeps its type.
+    through instance attributes, so each keeps its type.  Held, it
+    remembers the objects made meanwhile (weakly) and traces them at
+    ``release``: a driver is made when its service starts.
     """
+
+    lazy = True
 
     def __init__(self, path, describe, methods=None, private=False):
         self.path = path
@@ -139,9 +161,35 @@ class TraceCreated(Declaration):
             else (lambda obj: describe)
         self.methods = methods
         self.private = private
+        self._made = None   # while held: the objects made meanwhile
+        self._lock = threading.Lock()
+
+    def register(self, patcher):
+        self._made = None
+        super().register(patcher)
+
+    def hold(self, patcher):
+        self.register(patcher)
+        self._made = weakref.WeakSet()
+
+    def release(self, patcher):
+        with self._lock:
+            made, self._made = self._made, None
+        for obj in list(made or ()):
+            _base.guard("adapter %s" % self.path, self.trace, obj)
 
     def apply(self, patcher):
-        after_init(lookup(self.path), self.trace, patcher)
+        after_init(lookup(self.path), self.made, patcher)
+
+    def made(self, obj):
+        with self._lock:
+            if self._made is not None:
+                try:
+                    self._made.add(obj)
+                    return
+                except TypeError:
+                    pass   # not weakly referable: traced now
+        self.trace(obj)
 
     def trace(self, obj):
         described = self.describe(obj)

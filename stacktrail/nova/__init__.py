@@ -6,8 +6,9 @@ Nova service parses a configuration that names stacktrail's config source
 Nova decorates its RPC APIs, managers and ``compute.api.API`` for
 osprofiler at import time, before it reads ``[profiler] enabled``, so in a
 real service they never trace; the declarations below trace them once the
-configuration is read, gated by the live flags (SIGHUP switches them; off,
-a call costs what an untraced call costs):
+configuration is read (what only records, at the process's first trace),
+gated by the live flags (SIGHUP switches them; off, a call costs what an
+untraced call costs):
 
 * ``wsgi``: the API's ``osprofiler`` paste filter (``nova.profiler``) is
   stacktrail's, osprofiler installed or not;

@@ -147,6 +147,38 @@ def test_recording_integrations_wait_for_the_first_trace(tmp_path):
     assert not sql.is_enabled()
 
 
+class Held:
+    def call(self):
+        return "called"
+
+
+def test_adapter_wiring_that_records_waits_for_the_first_trace(tmp_path):
+    """Armed, a project's classes stay as they are until its first trace,
+    which the adapter's declarations then record whole."""
+    from stevedore import extension
+    from stacktrail.adapters import toolkit
+    from tests.integrations.conftest import Recorder
+
+    class Project(adapters.Adapter):
+        name = "heldproject"
+        wiring = (toolkit.TraceClass(__name__ + ":Held", "held"),)
+    adapters.load(Project.name, manager=extension.ExtensionManager.
+                  make_test_instance([extension.Extension(
+                      Project.name, None, Project, None)]))
+    call = Held.call
+    conf, _ = _conf(tmp_path, PROFILER % ("true", KEY), project=Project.name)
+    initializer.init_from_conf(conf, None, Project.name, "api", "h")
+    assert Held.call is call
+    recorder = Recorder()
+    notifier.set(recorder)
+    profiler.init(KEY)
+    try:
+        assert Held().call() == "called"
+    finally:
+        profiler.clean()
+    assert Held.call is not call and len(recorder.spans("held")) == 1
+
+
 def test_bad_profiler_section_logs_one_line_and_runs(tmp_path, caplog):
     conf, _ = _conf(tmp_path,
                     "[profiler]\nenabled = true\n"

@@ -121,3 +121,48 @@ def test_an_openstack_service_marks_its_manager_and_extra_endpoints():
     toolkit.Serves("x:Service").mark(service)
     for endpoint in [service.manager] + Manager.additional_endpoints:
         assert getattr(endpoint, _base.SERVES) == ("nova-compute", "node-1")
+
+
+def test_held_declarations_that_record_apply_at_release(service, trace,
+                                                        recorder):
+    """Wired held (an armed process not traced yet), an adapter replaces
+    what it must at once and leaves the classes it would only record as
+    they are; released (the first trace), those are traced, the objects
+    made meanwhile included."""
+    from stacktrail import adapters
+    from stevedore import extension
+
+    class Project(adapters.Adapter):
+        name = "heldproject"
+        wiring = (
+            toolkit.Replace(service + ":load", lambda original:
+                            lambda name: "loaded " + name),
+            toolkit.TraceClass(service + ":Catalog", "pool",
+                               methods=("lookup",)),
+            toolkit.TraceCreated(service + ":ControllerBase",
+                                 ("message_controller", None)),
+        )
+    manager = extension.ExtensionManager.make_test_instance(
+        [extension.Extension(Project.name, None, Project, None)])
+    adapter = adapters.load(Project.name, manager=manager)
+    module = importlib.import_module(service)
+    lookup = module.Catalog.lookup
+    adapters.wire(adapter, conf=None, hold=True)
+    made_before = module.MessageController(driver=None)
+    assert module.load("x") == "loaded x"
+    assert module.Catalog.lookup is lookup
+    module.Catalog().lookup("q")
+    made_before.post([1])
+    assert recorder.names() == []
+
+    adapters.release()
+    made_before.post([1])
+    module.MessageController(driver=None).post([1, 2])
+    module.Catalog().lookup("q")
+    assert recorder.names() == [
+        "message_controller-start", "message_controller-stop"] * 2 + [
+        "pool-start", "pool-stop"]
+    adapters.unwire(adapter)
+    assert module.Catalog.lookup is lookup
+    assert not hasattr(made_before, "_stacktrail_traced_methods") or \
+        type(made_before) is module.MessageController
