@@ -35,7 +35,13 @@ configurations:
   spans and nothing else: compare the points per trace before the times;
 * ``control``: ``off`` once more, in a process of its own: what two
   processes of the very same configuration differ by, the resolution of
-  the run.
+  the run.  With ``--shaped-control`` it is ``off`` in armed's shape
+  instead: an empty directory where armed has stacktrail's overlay on
+  PYTHONPATH, and armed's environment variables renamed so that nothing
+  reads them (``XS_PROFILER__ENABLED`` ...): what the harness's way of
+  installing and configuring stacktrail costs without stacktrail (a
+  deployment has neither: it installs into site-packages and configures
+  in files).
 
 How it is timed.  Each round starts one test process per configuration,
 all at once; once each has started its services and run ``--warmup``
@@ -200,6 +206,16 @@ def install_overlay(env, target, packages):
     return target
 
 
+def armed_shape(empty, armed_env):
+    """``off`` in armed's shape (``--shaped-control``): an empty directory
+    named as long as armed's overlay where that overlay is, and armed's
+    variables renamed so that nothing reads them (``OS_`` -> ``XS_``):
+    the process differs from armed's only by what stacktrail does."""
+    empty.mkdir(exist_ok=True)
+    return empty, {"X" + name[1:]: value
+                   for name, value in armed_env.items()}, None
+
+
 class Config:
     """One configuration: where it comes from and what it measured."""
 
@@ -272,14 +288,19 @@ class Service:
                 and not tracing.unclosed(found))
 
 
-def build_configs(service, env, workdir, agent_url, osprofiler_url, key):
+def build_configs(service, env, workdir, agent_url, osprofiler_url, key,
+                  shaped_control=False):
     overlay = envs.stacktrail_overlay(workdir / "stacktrail-site", env)
     osp_overlay = install_overlay(env, workdir / "osprofiler-site",
                                   service.osprofiler_packages)
     st_env, st_profiler = service.stacktrail_settings(agent_url, key)
     osp_env, osp_profiler = service.osprofiler_settings(osprofiler_url, key)
+    control = (None, {}, None)
+    if shaped_control:
+        control = armed_shape(workdir / "stacktrail-none", dict(
+            st_env, **oslo_environ({"profiler": st_profiler})))
     settings = {"off": (None, {}, None),
-                "control": (None, {}, None),
+                "control": control,
                 "armed": (overlay, st_env, st_profiler),
                 "triggered": (overlay, st_env, st_profiler),
                 "osprofiler": (osp_overlay, osp_env, osp_profiler)}
@@ -539,6 +560,10 @@ def parse_args(description, rounds, iterations, batch, argv=None):
     parser.add_argument("--sample", type=int, default=30,
                         help="traces read back in full, per library")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--shaped-control", action="store_true",
+                        help="the control runs off in armed's shape (an "
+                        "empty directory for its overlay, its environment "
+                        "variables renamed): what the shape alone costs")
     parser.add_argument("--save", metavar="FILE",
                         help="write every configuration's lifecycles "
                         "(JSON) to FILE")
@@ -570,7 +595,7 @@ def main(service, args):
         agent.start()
         stack.callback(agent.stop)
         configs = build_configs(service, env, workdir, agent.url,
-                                urls["osprofiler"], key)
+                                urls["osprofiler"], key, args.shaped_control)
 
         agent_before = cpu_seconds(agent.proc.pid)
         machine_before = machine_busy()
