@@ -20,7 +20,6 @@ import json
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -151,7 +150,7 @@ def run(env, overlay, argv, home, timeout=120, **environ):
     return subprocess.run(argv, env=_environ(env, overlay, home, environ),
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL,
-                          cwd=tempfile.gettempdir())
+                          cwd=envs.quiet_dir())
 
 
 def python(env, overlay, home, code, *args, **environ):

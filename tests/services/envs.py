@@ -17,6 +17,7 @@ oslo.config driver, paste filters) are found there exactly as after a
 """
 
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -37,6 +38,19 @@ def cache_dir():
         os.path.expanduser("~"), ".cache", "stacktrail", "envs")
     path = Path(base)
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def quiet_dir():
+    """An empty directory of this test process's own, to run a program in:
+    ``python -c`` puts its working directory first on sys.path, and any
+    stray module in a shared one (a ``/tmp/attr.py``) would shadow the
+    service's (``attrs`` imports ``attr``).  Removed at exit."""
+    import atexit
+    import tempfile
+    path = tempfile.mkdtemp(prefix="stacktrail-cwd-")
+    atexit.register(shutil.rmtree, path, True)
     return path
 
 

@@ -284,10 +284,10 @@ def _create_sqlite_schema(url, env, timeout):
 
 
 def _run(cmd, env, timeout):
-    # cwd: ``python -c`` puts it first on sys.path; keep the clone off it.
+    # cwd: ``python -c`` puts it first on sys.path (see envs.quiet_dir).
     res = subprocess.run(cmd, env=env.environ(), capture_output=True,
                          text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                         cwd=tempfile.gettempdir())
+                         cwd=envs.quiet_dir())
     if res.returncode:
         raise RuntimeError("%s failed (%d): %s" % (
             os.path.basename(cmd[0]) if cmd[1] != "-c" else "schema",
@@ -647,7 +647,7 @@ def run_python(code, *args, env=None, overlay=None, timeout=120, **environ):
     res = subprocess.run([env.python, "-c", code, *map(str, args)],
                          env=env.environ(overlay=overlay, **environ),
                          capture_output=True, text=True, timeout=timeout,
-                         stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir())
+                         stdin=subprocess.DEVNULL, cwd=envs.quiet_dir())
     if res.returncode:
         raise RuntimeError("client program failed (%d):\n%s" % (
             res.returncode, (res.stdout + res.stderr)[-4000:]))
