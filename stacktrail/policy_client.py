@@ -36,6 +36,12 @@ _identity = {}        # project and service names of this process
 def fetch(path, timeout=TIMEOUT):
     """The policy served at ``path``; None when the agent has none.
     OSError or PolicyError when it cannot be read."""
+    return parse(read(path, timeout))
+
+
+def read(path, timeout=TIMEOUT):
+    """The agent's reply at ``path``, as text.  OSError when it cannot be
+    read."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -50,7 +56,11 @@ def fetch(path, timeout=TIMEOUT):
             size += len(data)
     finally:
         sock.close()
-    text = b"".join(chunks).decode("utf-8", "replace")
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def parse(text):
+    """The policy in an agent's reply; None for an empty one."""
     return policy_mod.loads(text) if text.strip() else None
 
 
@@ -62,6 +72,8 @@ class Follower(threading.Thread):
         self.interval = interval
         self.stopped = threading.Event()
         self.failures = 0
+        self.text = None        # the last reply, and its policy
+        self.policy = None
 
     def run(self):
         while True:
@@ -71,7 +83,10 @@ class Follower(threading.Thread):
 
     def poll(self):
         try:
-            policy = fetch(self.path)
+            text = read(self.path)
+            if text != self.text:
+                # the reply rarely changes: parse it only when it did
+                self.policy, self.text = parse(text), text
         except Exception as exc:
             # keep what we have; say so once per outage, not every poll
             if not self.failures:
@@ -80,7 +95,9 @@ class Follower(threading.Thread):
             self.failures += 1
             return
         self.failures = 0
-        if policy is not None and policy != _policy:
+        policy = self.policy
+        if policy is not None and policy is not _policy \
+                and policy != _policy:
             use(policy)
 
 

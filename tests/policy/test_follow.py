@@ -4,12 +4,16 @@ broken policy file and an agent that went away."""
 
 import json
 import os
+import socket
+import threading
 import time
 
 from oslo_config import cfg
 
+from stacktrail import policy_client
 from stacktrail import runtime
 from stacktrail.cmd import cli
+from stacktrail.common import policy as policy_mod
 from stacktrail.common import settings
 from tests.agent import harness
 
@@ -97,3 +101,48 @@ def test_agent_refuses_two_policy_sources(agents, workdir):
     assert agent.proc.wait(20) == 2
     assert "sampling_policy_file or sampling_policy_store, not both" in \
         agent.log_tail()
+
+
+def test_follower_parses_a_reply_only_when_it_changed(workdir, monkeypatch):
+    """Every poll reads the agent's reply, but a service parses and
+    applies it only when it changed: an idle armed service's poll is a
+    read and a comparison."""
+    path = os.path.join(workdir, "agent.sock.policy")
+    replies = [policy_mod.Policy(default_rate=0.4).dumps()]
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(8)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(replies[-1].encode())
+
+    threading.Thread(target=serve, daemon=True).start()
+    parsed = []
+    loads = policy_mod.loads
+    monkeypatch.setattr(policy_mod, "loads",
+                        lambda text: parsed.append(text) or loads(text))
+    policy_client.follow("noop://", {"service": "api"})  # the base
+    follower = policy_client.Follower(path)
+    try:
+        for _ in range(3):
+            follower.poll()
+        assert settings.current.sampling_rate == 0.4
+        assert len(parsed) == 1
+        replies.append(policy_mod.Policy(default_rate=0.6).dumps())
+        follower.poll()
+        follower.poll()
+        assert settings.current.sampling_rate == 0.6
+        assert len(parsed) == 2
+        replies.append("{not json")           # kept, and tried again
+        follower.poll()
+        follower.poll()
+        assert settings.current.sampling_rate == 0.6
+        assert len(parsed) == 4
+    finally:
+        server.close()
