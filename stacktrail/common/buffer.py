@@ -28,6 +28,9 @@ What the buffer promises the service:
   flusher lazily on its first point, so every uwsgi / oslo.service worker
   delivers its own points;
 * a real OS thread even under eventlet, so a slow store never stalls the hub;
+* between traces the flusher sleeps until the next point (or until the
+  status file is due) instead of waking every interval: a service traced
+  now and then pays for it only while it traces;
 * points left at interpreter exit get a short deadline to reach the store.
 """
 
@@ -91,6 +94,7 @@ class BufferedSink(sink.Sink):
         real = unpatched.module("threading")
         self._buffer.clear()
         self._fast_below = 0     # no flusher yet: the first put starts it
+        self._idle = False       # the flusher sleeps until a put wakes it
         self._wake = real.Event()
         self._flush_lock = real.Lock()   # one writer at a time
         self._start_lock = real.Lock()   # one flusher thread per process
@@ -205,9 +209,11 @@ class BufferedSink(sink.Sink):
         buffer.append(point)
         if self._thread is None:
             self._start()
-        # Wake the flusher only for a full batch; otherwise it wakes on its
-        # interval.  is_set() keeps the common case free of Event.set calls.
-        if len(buffer) >= self.batch_size and not self._wake.is_set():
+        # Wake the flusher for a full batch, or an idle flusher for its
+        # first point; otherwise it wakes on its interval.  is_set() keeps
+        # the common case free of Event.set calls.
+        if (self._idle or len(buffer) >= self.batch_size) and \
+                not self._wake.is_set():
             self._wake.set()
 
     def _set_limit(self, limit):
@@ -252,6 +258,10 @@ class BufferedSink(sink.Sink):
     def _run(self, generation):
         sleep = unpatched.module("time").sleep
         while generation == self._generation:
+            if not self._buffer and not self._held:
+                self._sleep_until_put()
+                self._report()
+                continue
             if len(self._buffer) < self.batch_size and not self._held:
                 self._wake.wait(self.interval)
             self._wake.clear()
@@ -260,6 +270,22 @@ class BufferedSink(sink.Sink):
             with self._flush_lock:
                 self._drain(None, hold=True)
             self._report()
+
+    def _sleep_until_put(self):
+        """Nothing to write: sleep until a point comes (or the status file
+        is due) instead of waking every interval, so a service between
+        traces pays nothing for its flusher.  Meanwhile every put takes
+        the slow path, whose first one wakes the flusher; it then waits an
+        interval, as ever, for the rest of the batch."""
+        self._idle = True
+        self._fast_below = 0
+        try:
+            if not self._buffer:    # a put may have come before _idle
+                self._wake.wait(self.status_interval or None)
+        finally:
+            self._idle = False
+            self._set_limit(self._limit)
+        self._wake.clear()
 
     def _drain(self, deadline, hold=False):
         """Write batches until empty (caller holds ``_flush_lock``).

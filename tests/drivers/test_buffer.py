@@ -79,6 +79,29 @@ def test_interval_wakes_the_flusher():
     sink.close()
 
 
+def test_idle_flusher_sleeps_until_the_next_point(monkeypatch):
+    """Between traces the flusher does not wake every interval (a service
+    traced now and then pays nothing meanwhile); the next burst of points
+    wakes it, and still reaches the store as one batch an interval later."""
+    driver = Recorder()
+    sink = buffer.BufferedSink(driver, batch_size=1000, interval=0.05)
+    rounds = []
+    report = sink._report
+    monkeypatch.setattr(sink, "_report",
+                        lambda: rounds.append(1) or report())
+    sink.put(_point(0))
+    assert _wait(lambda: driver.count == 1, 2)
+    time.sleep(0.1)
+    before = len(rounds)
+    time.sleep(0.5)                  # ten intervals, nothing to write
+    assert len(rounds) - before <= 1
+    for i in range(1, 4):
+        sink.put(_point(i))
+    assert _wait(lambda: driver.count == 4, 2)
+    assert [len(b) for b in driver.batches] == [1, 3]
+    sink.close()
+
+
 def test_full_batch_wakes_the_flusher_early():
     driver = Recorder()
     sink = buffer.BufferedSink(driver, batch_size=10, interval=60)
