@@ -78,8 +78,7 @@ class Follower:
         self.interval = interval
         self.stopped = unpatched.module("threading").Event()
         self.failures = 0
-        self.text = None        # the last reply, and its policy
-        self.policy = None
+        self.text = None        # the last reply read
 
     def start(self):
         unpatched.module("threading").Thread(
@@ -95,9 +94,8 @@ class Follower:
     def poll(self):
         try:
             text = read(self.path)
-            if text != self.text:
-                # the reply rarely changes: parse it only when it did
-                self.policy, self.text = parse(text), text
+            # the reply rarely changes: parse it only when it did
+            policy = parse(text) if text != self.text else None
         except Exception as exc:
             # keep what we have; say so once per outage, not every poll
             if not self.failures:
@@ -106,9 +104,8 @@ class Follower:
             self.failures += 1
             return
         self.failures = 0
-        policy = self.policy
-        if policy is not None and policy is not _policy \
-                and policy != _policy:
+        self.text = text
+        if policy is not None and policy != _policy:
             use(policy)
 
 

@@ -6,8 +6,6 @@ in an OS thread of its own."""
 import json
 import os
 import socket
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -20,10 +18,8 @@ from stacktrail import runtime
 from stacktrail.cmd import cli
 from stacktrail.common import policy as policy_mod
 from stacktrail.common import settings
+from tests import fresh_process
 from tests.agent import harness
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 
 
 def activate(workdir, agent_url):
@@ -172,20 +168,17 @@ def test_eventlet_service_follows_in_an_os_thread(served):
     script = textwrap.dedent("""
         import eventlet
         eventlet.monkey_patch()
-        import sys, time
+        import time
         from eventlet import patcher
         from stacktrail import policy_client
         from stacktrail.common import settings
-        policy_client.follow(sys.argv[1], {"service": "api"})
+        policy_client.follow(%r, {"service": "api"})
         deadline = time.monotonic() + 10
         while settings.current.sampling_rate != 0.4:
             assert time.monotonic() < deadline, "policy not applied"
             eventlet.sleep(0.02)
         print(sorted(t.name for t in patcher.original("threading")
                      .enumerate() if t.name.startswith("stacktrail")))
-    """)
-    done = subprocess.run([sys.executable, "-c", script, url],
-                          capture_output=True, text=True, timeout=60,
-                          cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['stacktrail-policy-follower']"
+    """) % url
+    assert fresh_process.output(script).strip() == \
+        "['stacktrail-policy-follower']"

@@ -16,6 +16,7 @@ oslo.config driver, paste filters) are found there exactly as after a
 ``pip install stacktrail``.
 """
 
+import atexit
 import fcntl
 import functools
 import hashlib
@@ -23,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,8 +49,6 @@ def quiet_dir():
     ``python -c`` puts its working directory first on sys.path, and any
     stray module in a shared one (a ``/tmp/attr.py``) would shadow the
     service's (``attrs`` imports ``attr``).  Removed at exit."""
-    import atexit
-    import tempfile
     path = tempfile.mkdtemp(prefix="stacktrail-cwd-")
     atexit.register(shutil.rmtree, path, True)
     return path
