@@ -41,7 +41,11 @@ configurations:
   reads them (``XS_PROFILER__ENABLED`` ...): what the harness's way of
   installing and configuring stacktrail costs without stacktrail (a
   deployment has neither: it installs into site-packages and configures
-  in files).
+  in files).  With ``--noop-control`` it is ``triggered`` with
+  ``connection_string = noop://`` instead: every lifecycle signed, its
+  points made and thrown away (no buffer, no flusher, no agent), so
+  what triggered costs divides into the request path's work (this
+  control) and the flusher's (the rest).
 
 How it is timed.  Each round starts one test process per configuration,
 all at once; once each has started its services and run ``--warmup``
@@ -145,6 +149,11 @@ from tests.services import tracing  # noqa: E402
 CONFIGS = ("off", "armed", "triggered", "osprofiler", "control")
 SIGNED = {"triggered": "stacktrail", "osprofiler": "osprofiler"}
 TARGETS = {"armed": 1.01, "triggered": 1.05}
+# What the control process runs (``--shaped-control``, ``--noop-control``).
+CONTROLS = {
+    "off": "off in a process of its own",
+    "shaped": "off in armed's shape",
+    "noop": "triggered into noop:// (its points thrown away)"}
 # [profiler] options of the fragment that osprofiler knows too.
 OSPROFILER_OPTIONS = ("enabled", "trace_sqlalchemy", "trace_requests")
 REDIS_DBS = (10, 15)
@@ -219,11 +228,13 @@ def armed_shape(empty, armed_env):
 class Config:
     """One configuration: where it comes from and what it measured."""
 
-    def __init__(self, name, overlay, env_vars, profiler):
+    def __init__(self, name, overlay, env_vars, profiler, sign=None):
         self.name = name
         self.overlay = overlay          # a directory, or None
         self.env_vars = env_vars        # extra environment
         self.profiler = profiler        # [profiler] options, or None
+        # the library whose headers sign each lifecycle, or None
+        self.sign = sign or SIGNED.get(name)
         self.rows = []                  # per counted lifecycle
         self.turns = {}                 # turn number -> [total, ...]
         self.round_of = {}              # turn number -> round number
@@ -289,18 +300,22 @@ class Service:
 
 
 def build_configs(service, env, workdir, agent_url, osprofiler_url, key,
-                  shaped_control=False):
+                  control="off"):
+    """The configurations of a run; ``control`` is what the control
+    process runs: ``off``, ``shaped`` or ``noop`` (see the docstring)."""
     overlay = envs.stacktrail_overlay(workdir / "stacktrail-site", env)
     osp_overlay = install_overlay(env, workdir / "osprofiler-site",
                                   service.osprofiler_packages)
     st_env, st_profiler = service.stacktrail_settings(agent_url, key)
     osp_env, osp_profiler = service.osprofiler_settings(osprofiler_url, key)
-    control = (None, {}, None)
-    if shaped_control:
-        control = armed_shape(workdir / "stacktrail-none", dict(
-            st_env, **oslo_environ({"profiler": st_profiler})))
+    controls = {
+        "off": lambda: (None, {}, None),
+        "shaped": lambda: armed_shape(workdir / "stacktrail-none", dict(
+            st_env, **oslo_environ({"profiler": st_profiler}))),
+        "noop": lambda: (overlay, st_env, dict(
+            st_profiler, connection_string="noop://"), "stacktrail")}
     settings = {"off": (None, {}, None),
-                "control": control,
+                "control": controls[control](),
                 "armed": (overlay, st_env, st_profiler),
                 "triggered": (overlay, st_env, st_profiler),
                 "osprofiler": (osp_overlay, osp_env, osp_profiler)}
@@ -380,8 +395,8 @@ class Process:
                         STACKTRAIL_BENCH_RPC_POLL=str(args.rpc_poll),
                         STACKTRAIL_BENCH_CONTROL=str(directory),
                         PYTHONHASHSEED=str(n + 1))
-        if config.name in SIGNED:
-            env_vars.update(STACKTRAIL_BENCH_SIGN=SIGNED[config.name],
+        if config.sign:
+            env_vars.update(STACKTRAIL_BENCH_SIGN=config.sign,
                             STACKTRAIL_BENCH_KEY=key,
                             STACKTRAIL_BENCH_IDS=str(self.ids))
         if args.schedule == "together":
@@ -560,10 +575,19 @@ def parse_args(description, rounds, iterations, batch, argv=None):
     parser.add_argument("--sample", type=int, default=30,
                         help="traces read back in full, per library")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--shaped-control", action="store_true",
-                        help="the control runs off in armed's shape (an "
-                        "empty directory for its overlay, its environment "
-                        "variables renamed): what the shape alone costs")
+    controls = parser.add_mutually_exclusive_group()
+    controls.add_argument("--shaped-control", dest="control",
+                          action="store_const", const="shaped",
+                          default="off",
+                          help="the control runs off in armed's shape (an "
+                          "empty directory for its overlay, its "
+                          "environment variables renamed): what the "
+                          "shape alone costs")
+    controls.add_argument("--noop-control", dest="control",
+                          action="store_const", const="noop",
+                          help="the control runs triggered into noop:// "
+                          "(points made and thrown away): what the "
+                          "request path alone costs")
     parser.add_argument("--save", metavar="FILE",
                         help="write every configuration's lifecycles "
                         "(JSON) to FILE")
@@ -595,7 +619,7 @@ def main(service, args):
         agent.start()
         stack.callback(agent.stop)
         configs = build_configs(service, env, workdir, agent.url,
-                                urls["osprofiler"], key, args.shaped_control)
+                                urls["osprofiler"], key, args.control)
 
         agent_before = cpu_seconds(agent.proc.pid)
         machine_before = machine_busy()
@@ -697,6 +721,10 @@ def report(service, args, configs, elapsed, busy_cores, agent_cpu,
              args.rpc_poll))
     print("machine: %.2f of %d cores busy during the rounds"
           % (busy_cores, os.cpu_count()))
+    control = by_name["control"]
+    signed = len(control.trace_ids)
+    print("control: %s%s" % (CONTROLS[args.control], "; signed "
+                             "lifecycles: %d" % signed if signed else ""))
     print()
     if not all(c.rows for c in configs):
         print("no lifecycles for: %s" % ", ".join(

@@ -65,3 +65,22 @@ def test_benchmark_runs_by_turns_on_wall_time():
     assert "one at a time (order shuffled per turn)" in out, out
     assert "armed p50 / off p50" in out, out
     assert "\ncontrol " in out, out
+
+
+def test_noop_control_runs_triggered_with_its_points_thrown_away():
+    """``--noop-control``: the control's lifecycles are signed like
+    triggered's, and only triggered's reach the agent (what the request
+    path costs, apart from the flusher's share)."""
+    _env("cinder")
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "cinder_overhead.py"),
+         "--noop-control"] + TINY,
+        capture_output=True, text=True, timeout=300)
+    out = done.stdout
+    assert done.returncode in (0, 1), out + done.stderr
+    assert "control: triggered into noop:// (its points thrown away); " \
+        "signed lifecycles: 1" in out, out
+    assert "triggered traces in the store: 1 of 1;" in out, out
+    received = int(out.split("agent: received ")[1].split(",")[0])
+    per_trace = int(out.split("sampled, median ")[1].split(" points")[0])
+    assert received == per_trace, out   # one trace's points, not two
