@@ -308,17 +308,17 @@ def build_configs(service, env, workdir, agent_url, osprofiler_url, key,
                                   service.osprofiler_packages)
     st_env, st_profiler = service.stacktrail_settings(agent_url, key)
     osp_env, osp_profiler = service.osprofiler_settings(osprofiler_url, key)
-    controls = {
-        "off": lambda: (None, {}, None),
-        "shaped": lambda: armed_shape(workdir / "stacktrail-none", dict(
-            st_env, **oslo_environ({"profiler": st_profiler}))),
-        "noop": lambda: (overlay, st_env, dict(
-            st_profiler, connection_string="noop://"), "stacktrail")}
     settings = {"off": (None, {}, None),
-                "control": controls[control](),
                 "armed": (overlay, st_env, st_profiler),
                 "triggered": (overlay, st_env, st_profiler),
                 "osprofiler": (osp_overlay, osp_env, osp_profiler)}
+    settings["control"] = settings["off"]
+    if control == "shaped":
+        settings["control"] = armed_shape(workdir / "stacktrail-none", dict(
+            st_env, **oslo_environ({"profiler": st_profiler})))
+    elif control == "noop":
+        settings["control"] = (overlay, st_env, dict(
+            st_profiler, connection_string="noop://"), "stacktrail")
     return [Config(name, *settings[name]) for name in CONFIGS]
 
 

@@ -2,7 +2,8 @@
 one lifecycle per configuration (their timing is not a test here: a missed
 target, exit status 1, is accepted; a failed test process or a missing
 trace, exit status 2, is not).  About 15 s and 20 s, and 15 s more for
-Cinder timed by turns."""
+Cinder timed by turns and again with its control triggered into
+noop://."""
 
 import pathlib
 import subprocess
